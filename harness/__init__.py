@@ -1,0 +1,21 @@
+"""harness: train factorized neural networks on equal terms and compare the methods."""
+
+from harness.layers import LayerStats, layer_report, parameter_summary
+from harness.method import Method, NoParams
+from harness.models import create_model
+from harness.registry import DATASETS, METHODS, MODELS, register_dataset, register_method, register_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATASETS", "METHODS", "MODELS", "LayerStats", "Method", "NoParams", "create_model", "layer_report",
+    "parameter_summary", "register_dataset", "register_method", "register_model",
+]
+
+
+def _register_builtins() -> None:
+    # Datasets and models register themselves on import; methods come through entry points.
+    import harness.data  # noqa: F401
+
+
+_register_builtins()

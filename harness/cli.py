@@ -1,0 +1,276 @@
+"""The ``harness`` command line: run, status, list, export."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from harness.registry import DATASETS, METHODS, MODELS
+from harness.runner import Reporter, execute, plan
+from harness.store import Store
+from harness.suite import RunSpec, Suite, SuiteError, expand, load_suite
+
+app = typer.Typer(
+    help="Train factorized neural networks over a YAML grid, store every result, and compare the methods.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_INVALID = 2
+
+
+def _fail(message: str, code: int = EXIT_INVALID) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def resolve_suite_path(suite: str) -> Path:
+    """A suite file path, or the name of a file in ./suites/."""
+    p = Path(suite)
+    if p.is_file():
+        return p
+    for cand in (Path("suites") / suite, Path("suites") / f"{suite}.yaml"):
+        if cand.is_file():
+            return cand
+    return p
+
+
+def _parse_budget(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--budget takes KEY=VALUE (e.g. --budget train_subset=5000 --budget epochs=2), got {item!r}")
+        out[key.strip()] = None if value.strip().lower() in ("none", "null", "") else value.strip()
+    return out
+
+
+def _load(suite: str, budget: list[str] | None = None, models: str | None = None,
+          datasets: str | None = None) -> tuple[Path, Suite]:
+    path = resolve_suite_path(suite)
+    overrides: dict[str, Any] = {}
+    if budget:
+        overrides["budget"] = _parse_budget(budget)
+    if models:
+        overrides["models"] = [m.strip() for m in models.split(",") if m.strip()]
+    if datasets:
+        overrides["datasets"] = [d.strip() for d in datasets.split(",") if d.strip()]
+    try:
+        return path, load_suite(path, overrides)
+    except SuiteError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _default_results(suite: Suite) -> Path:
+    return Path("results") / suite.name
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    parts = [f"acc {100 * metrics['final_acc']:.2f}%", f"best {100 * metrics['best_acc']:.2f}%",
+             f"compression {100 * metrics['compression']:.1f}%", f"{metrics['params_inference']:,} params",
+             f"{metrics['epoch_seconds']:.1f} s/epoch"]
+    if metrics.get("ranks"):
+        ranks = " ".join(str(r) for r in metrics["ranks"].values())
+        parts.append(f"ranks {ranks}")
+    return ", ".join(parts)
+
+
+class RichReporter(Reporter):
+    """Two progress bars (grid and current run) and one line per finished run."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.grid = None
+        self.task = None
+        self.epoch = 0
+        self.epochs = 0
+
+    def grid_start(self, total: int, skipped: int) -> None:
+        self.grid = self.progress.add_task("grid", total=total)
+
+    def run_begin(self, run: RunSpec, index: int, total: int) -> None:
+        self.label = run.label
+        self.started = time.perf_counter()
+
+    def run_start(self, epochs: int, steps_per_epoch: int) -> None:
+        self.epoch, self.epochs = 0, epochs
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"{self.label} epoch 1/{epochs}", total=epochs * steps_per_epoch)
+
+    def step(self, n: int = 1) -> None:
+        self.progress.advance(self.task, n)
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        self.epoch = row["epoch"] + 1
+        self.progress.update(self.task, description=(
+            f"{self.label} epoch {min(self.epoch + 1, self.epochs)}/{self.epochs} "
+            f"loss {row['train_loss']:.3f} acc {100 * row['test_acc']:.2f}%"))
+
+    def run_end(self, run: RunSpec, status: str, metrics: dict[str, Any] | None, error: str | None) -> None:
+        took = time.perf_counter() - self.started
+        if status == "done":
+            self.progress.console.print(f"[green]done[/]   {run.label}  {_summary(metrics)}  ({took:.0f} s)",
+                                        highlight=False)
+        else:
+            self.progress.console.print(f"[red]failed[/] {run.label}  {error}", highlight=False)
+        self.progress.advance(self.grid)
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+
+
+@app.command()
+def run(
+    suite: Annotated[str, typer.Argument(help="Suite YAML file (or the name of one in ./suites/).")],
+    results: Annotated[Path | None, typer.Option("--results", help="Results directory "
+                                                 "[default: results/<suite name>/].")] = None,
+    data_root: Annotated[Path | None, typer.Option("--data-root", envvar="HARNESS_DATA",
+                                                   help="Where datasets live (env HARNESS_DATA).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: the suite's].")] = None,
+    rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="Train failed runs again.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Train every run again; earlier results are kept in "
+                                        "the store's history table.")] = False,
+    budget: Annotated[list[str] | None, typer.Option(
+        "--budget", help="Override the suite's budget, KEY=VALUE, repeatable: train_subset, test_subset, epochs. "
+        "Recorded with each run.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated models to run instead of the suite's.")] = None,
+    datasets: Annotated[str | None, typer.Option(help="Comma-separated datasets instead of the suite's.")] = None,
+    download: Annotated[bool, typer.Option(help="Try to download missing datasets.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs; train nothing.")] = False,
+) -> None:
+    """Expand a suite into runs and train every run not yet done; a killed grid resumes where it stopped."""
+    path, s = _load(suite, budget, models, datasets)
+    runs = expand(s)
+    store = Store(results or _default_results(s))
+    if dry_run:
+        state = {r["id"]: r["status"] for r in store.runs([r.id for r in runs])}
+        for r in runs:
+            console.print(f"{r.id}  {state.get(r.id, 'new'):8s} {r.label}", highlight=False)
+        console.print(f"{len(runs)} runs in {path}")
+        return
+    p = plan(store, s.name, runs, rerun_failed=rerun_failed, force=force)
+    console.print(
+        f"suite [bold]{s.name}[/] ({path}): {len(runs)} runs, {p.done} done, {p.failed} failed, "
+        f"{len(p.todo)} to train; results in {store.dir}", highlight=False)
+    if p.released:
+        console.print(f"{len(p.released)} interrupted run(s) will be trained again", highlight=False)
+    if p.failed and not rerun_failed:
+        console.print(f"{p.failed} failed run(s) are kept as failed; --rerun-failed trains them again",
+                      highlight=False)
+    if not p.todo:
+        console.print("nothing to do")
+        return
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=console, transient=False)
+    reporter = RichReporter(progress)
+    try:
+        with progress:
+            reporter.grid_start(len(p.todo), p.done)
+            counts = execute(store, p.todo, reporter, data_root=data_root, device=device or s.device,
+                             download=download)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished runs are stored; run the same command again to resume")
+        raise typer.Exit(130) from None
+    final = store.counts([r.id for r in runs])
+    console.print(f"finished: {counts['done']} done, {counts['failed']} failed in this call; suite now "
+                  f"{final['done']} done, {final['failed']} failed, {final['pending']} pending", highlight=False)
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    target: Annotated[str, typer.Argument(help="A suite file, or a results directory.")],
+    results: Annotated[Path | None, typer.Option("--results", help="Results directory of the suite.")] = None,
+) -> None:
+    """Show done / failed / running / pending counts, and the errors of failed runs."""
+    tpath = Path(target)
+    if tpath.is_dir():
+        store, ids, total = Store(results or tpath), None, None
+        if not store.exists():
+            _fail(f"{tpath} holds no results store ({store.path} not found)")
+    else:
+        _, s = _load(target)
+        runs = expand(s)
+        store, ids, total = Store(results or _default_results(s)), [r.id for r in runs], len(runs)
+    counts = store.counts(ids)
+    if total is not None:
+        counts["pending"] += total - sum(counts.values())
+    table = Table("status", "runs")
+    for k, v in counts.items():
+        table.add_row(k, str(v))
+    console.print(table)
+    for r in store.runs(ids):
+        if r["status"] == "failed":
+            console.print(f"[red]failed[/] {r['label']}: {(r['error'] or '').splitlines()[0]}", highlight=False)
+        elif r["status"] == "running":
+            console.print(f"running {r['label']} (host {r['host']}, pid {r['pid']})", highlight=False)
+
+
+def _suite_files() -> list[Path]:
+    return sorted(Path("suites").glob("*.yaml"))
+
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(help="methods, models, datasets or suites.")],
+          pattern: Annotated[str, typer.Argument(help="Shell-style name filter.")] = "*") -> None:
+    """List what is registered (methods, models, datasets) or the suites in ./suites/."""
+    registries = {"methods": METHODS, "models": MODELS, "datasets": DATASETS}
+    if what == "suites":
+        import yaml
+
+        for f in _suite_files():
+            try:
+                desc = (yaml.safe_load(f.read_text()) or {}).get("description", "")
+            except Exception as exc:  # a broken suite is still listed
+                desc = f"(unreadable: {exc})"
+            console.print(f"{str(f):32s} {str(desc).strip().splitlines()[0] if desc else ''}", highlight=False)
+        return
+    if what not in registries:
+        from harness.registry import did_you_mean
+
+        _fail(f"cannot list {what!r}{did_you_mean(what, [*registries, 'suites'])}; "
+              "choose methods, models, datasets or suites")
+    for e in registries[what].entries(pattern):
+        extra = ""
+        if what == "methods":
+            extra = f"  [dim](initializations: {', '.join(e.builder.initializations)})[/]"
+        console.print(f"{e.name:18s} {e.description}{extra}", highlight=False)
+
+
+@app.command()
+def export(
+    target: Annotated[str, typer.Argument(help="A suite file or a results directory.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (.csv or .json) [default: stdout CSV].")] = None,
+    epochs: Annotated[bool, typer.Option("--epochs", help="Export per-epoch rows instead of runs.")] = False,
+) -> None:
+    """Write every stored run (or epoch) as a pandas-readable CSV or JSON table."""
+    from harness.results import epochs_frame, runs_frame
+
+    tpath = Path(target)
+    store = Store(tpath) if tpath.is_dir() else Store(_default_results(_load(target)[1]))
+    if not store.exists():
+        _fail(f"no results store at {store.path}; run the suite first")
+    df = epochs_frame(store) if epochs else runs_frame(store)
+    if out is None:
+        df.to_csv(sys.stdout, index=False)
+    elif out.suffix == ".json":
+        df.to_json(out, orient="records", indent=1)
+    else:
+        df.to_csv(out, index=False)
+    if out is not None:
+        console.print(f"wrote {len(df)} rows to {out}")
+
+
+def main() -> None:  # pragma: no cover
+    app()

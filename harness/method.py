@@ -1,0 +1,108 @@
+"""The method interface: the contract every training method (built-in or plugin) implements.
+
+A method turns a freshly built dense model into the model it trains (replacing layers, applying its
+initialization), builds its optimizer, and performs one optimisation step on one batch. The training
+loop in :mod:`harness.train` calls nothing else, so methods that take several forward/backward passes
+per batch or change parameter shapes during training (DLRT, TDLRT) fit the same loop.
+
+Worked example (also in README, "Add a method plugin")::
+
+    from pydantic import BaseModel
+    from harness import Method, register_method
+
+    @register_method("frozen_first")
+    class FrozenFirst(Method):
+        \"\"\"Full training with the first layer frozen.\"\"\"
+
+        class Params(BaseModel, extra="forbid"):
+            freeze: int = 1
+
+        def prepare(self, model, generator):
+            for p in list(model.parameters())[: 2 * self.params.freeze]:
+                p.requires_grad_(False)
+            return model
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from harness.layers import LayerStats, layer_report
+from harness.optim import build_optimizer
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class NoParams(BaseModel):
+    """A method without parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method:
+    """Base class of every training method.
+
+    Class attributes a subclass sets:
+      * ``Params``: a pydantic model of the method's parameters (``extra="forbid"``); suites validate
+        against it and the resolved values (defaults filled in) are part of each run's identity.
+      * ``initializations``: the initialization names the method accepts; the first is its default and
+        the name ``default`` in a suite resolves to it.
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    initializations: ClassVar[tuple[str, ...]] = ("default",)
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None, initialization: str = "default"):
+        if not isinstance(params, BaseModel):
+            params = self.Params.model_validate(params or {})
+        self.params = params
+        self.initialization = self.resolve_initialization(initialization)
+
+    @classmethod
+    def resolve_initialization(cls, name: str) -> str:
+        """Map ``default`` to the method's default; reject names the method does not know."""
+        if name == "default":
+            return cls.initializations[0]
+        if name not in cls.initializations:
+            from harness.registry import did_you_mean
+
+            known = ", ".join(cls.initializations)
+            raise ValueError(
+                f"method {cls.name!r} has no initialization {name!r}"
+                f"{did_you_mean(name, list(cls.initializations))}; it takes: {known}"
+            )
+        return name
+
+    # -- the contract -------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
+        """Transform a freshly built dense model (replace layers, initialize). Default: unchanged."""
+        return model
+
+    def make_optimizer(self, model: nn.Module, training: Any) -> torch.optim.Optimizer:
+        """Build the optimizer from the suite's training settings. Default: over all parameters."""
+        return build_optimizer([p for p in model.parameters() if p.requires_grad], training)
+
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss_fn: LossFn
+    ) -> torch.Tensor:
+        """One optimisation step on one batch; returns the (detached) batch loss."""
+        x, y = batch
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        """Hook called after each training epoch, before evaluation. Default: nothing."""
+
+    def layer_stats(self, model: nn.Module) -> list[LayerStats]:
+        """Per-layer statistics (shape, parameters, ranks). Default: the engine's layer report."""
+        return layer_report(model)

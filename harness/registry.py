@@ -1,0 +1,112 @@
+"""Name -> builder registries for methods, models and datasets (timm style).
+
+A registry maps a name to a builder (a class or function) with a one-line description. Builders are
+added with the ``register`` decorator; third-party methods also come in through the entry-point group
+``harness.methods`` and are loaded the first time any method is looked up.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """A name that no registry entry has; the message carries did-you-mean suggestions."""
+
+    def __init__(self, kind: str, name: str, known: list[str]):
+        self.kind, self.name, self.known = kind, name, known
+        self.suggestion = did_you_mean(name, known)
+        super().__init__(f"unknown {kind} {name!r}{self.suggestion}; known: {', '.join(known) or '(none)'}")
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return self.args[0]
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """' (did you mean 'x'?)' for the closest known names, or ''."""
+    close = difflib.get_close_matches(str(name), known, n=2, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    builder: T
+    description: str
+
+
+class Registry(Generic[T]):
+    """A named collection of builders with decorator registration and optional entry points."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None):
+        self.kind = kind
+        self.group = entry_point_group
+        self._entries: dict[str, Entry[T]] = {}
+        self._loaded_entry_points = entry_point_group is None
+
+    def register(self, name: str | None = None, description: str | None = None) -> Callable[[T], T]:
+        """Decorator: ``@MODELS.register("lenet5")`` registers the decorated builder under that name."""
+
+        def decorate(builder: T) -> T:
+            self.add(name or getattr(builder, "name", None) or builder.__name__, builder, description)
+            return builder
+
+        return decorate
+
+    def add(self, name: str, builder: T, description: str | None = None) -> None:
+        existing = self._entries.get(name)
+        if existing is not None and existing.builder is not builder:
+            raise ValueError(f"{self.kind} {name!r} is already registered by {existing.builder!r}")
+        doc = description or (getattr(builder, "__doc__", None) or "").strip().splitlines()
+        if isinstance(doc, list):
+            doc = doc[0] if doc else ""
+        self._entries[name] = Entry(name, builder, doc)
+
+    def _load_entry_points(self) -> None:
+        if self._loaded_entry_points:
+            return
+        self._loaded_entry_points = True
+        for ep in entry_points(group=self.group):
+            if ep.name in self._entries:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin must not break the others
+                raise ImportError(f"{self.kind} plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            if ep.name not in self._entries:
+                self.add(ep.name, obj)
+
+    def get(self, name: str) -> T:
+        self._load_entry_points()
+        if name not in self._entries:
+            raise UnknownNameError(self.kind, name, self.names())
+        return self._entries[name].builder
+
+    def __contains__(self, name: object) -> bool:
+        self._load_entry_points()
+        return name in self._entries
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Registered names matching a shell-style pattern, sorted."""
+        self._load_entry_points()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def entries(self, pattern: str = "*") -> Iterator[Entry[T]]:
+        for n in self.names(pattern):
+            yield self._entries[n]
+
+
+METHODS: Registry[Any] = Registry("method", "harness.methods")
+MODELS: Registry[Callable[..., Any]] = Registry("model")
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
+
+register_method = METHODS.register
+register_model = MODELS.register
+register_dataset = DATASETS.register

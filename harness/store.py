@@ -1,0 +1,241 @@
+"""The results store: one SQLite database (WAL mode) per results directory.
+
+Tables:
+  * ``runs``: one row per run id: resolved config, status (pending, running, done, failed), error,
+    metrics (JSON), attempts, who claimed it (host, pid) and timestamps.
+  * ``epochs``: one row per finished epoch of a run (loss, accuracy, time, per-layer stats).
+  * ``history``: earlier results of runs that were run again (``--force``, ``--rerun-failed``); nothing
+    a run produced is ever overwritten silently.
+
+Runs are claimed atomically (``claim``) so several workers can share one store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from harness.suite import RunSpec
+
+STATUSES = ("pending", "running", "done", "failed")
+DB_NAME = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    suite TEXT NOT NULL,
+    label TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    error TEXT,
+    metrics TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    host TEXT,
+    pid INTEGER,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    train_loss REAL,
+    test_acc REAL,
+    test_loss REAL,
+    seconds REAL,
+    lr REAL,
+    layers TEXT,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS history (
+    run_id TEXT NOT NULL,
+    attempts INTEGER,
+    status TEXT,
+    error TEXT,
+    metrics TEXT,
+    epochs TEXT,
+    started REAL,
+    finished REAL,
+    archived REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """Access to one results directory's database."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.path = self.dir / DB_NAME
+
+    def _connect(self) -> sqlite3.Connection:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA busy_timeout=60000")
+        con.executescript(_SCHEMA)
+        return con
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE) that commits on success and rolls back on error."""
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    # -- grid bookkeeping -------------------------------------------------------------------------
+    def add_runs(self, suite: str, runs: Iterable[RunSpec]) -> int:
+        """Insert runs not yet in the store as pending; returns how many were new."""
+        now = time.time()
+        with self.transaction() as con:
+            before = con.total_changes
+            con.executemany(
+                "INSERT OR IGNORE INTO runs (id, suite, label, config, status, created) "
+                "VALUES (?, ?, ?, ?, 'pending', ?)",
+                [(r.id, suite, r.label, json.dumps(r.config, sort_keys=True), now) for r in runs],
+            )
+            return con.total_changes - before
+
+    def release_stale(self) -> list[str]:
+        """Runs marked running by a process of this host that no longer exists go back to pending."""
+        host = socket.gethostname()
+        with self.transaction() as con:
+            rows = con.execute("SELECT id, pid FROM runs WHERE status='running' AND host=?", (host,)).fetchall()
+            stale = [r["id"] for r in rows if r["pid"] is None or not _pid_alive(r["pid"])]
+            for rid in stale:
+                con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
+                con.execute("UPDATE runs SET status='pending', host=NULL, pid=NULL WHERE id=?", (rid,))
+            return stale
+
+    def reset(self, ids: Iterable[str]) -> None:
+        """Send finished or failed runs back to pending, archiving their results in ``history``."""
+        now = time.time()
+        with self.transaction() as con:
+            for rid in ids:
+                row = con.execute("SELECT * FROM runs WHERE id=?", (rid,)).fetchone()
+                if row is None or row["status"] not in ("done", "failed"):
+                    continue
+                epochs = [dict(e) for e in con.execute("SELECT * FROM epochs WHERE run_id=? ORDER BY epoch",
+                                                       (rid,))]
+                con.execute(
+                    "INSERT INTO history (run_id, attempts, status, error, metrics, epochs, started, finished, "
+                    "archived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rid, row["attempts"], row["status"], row["error"], row["metrics"], json.dumps(epochs),
+                     row["started"], row["finished"], now),
+                )
+                con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
+                con.execute("UPDATE runs SET status='pending', error=NULL, metrics=NULL WHERE id=?", (rid,))
+
+    def claim(self, rid: str) -> bool:
+        """Atomically mark a pending run as running by this process; False if someone else has it."""
+        with self.transaction() as con:
+            cur = con.execute(
+                "UPDATE runs SET status='running', host=?, pid=?, started=?, attempts=attempts+1 "
+                "WHERE id=? AND status='pending'",
+                (socket.gethostname(), os.getpid(), time.time(), rid),
+            )
+            if cur.rowcount == 1:
+                con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
+            return cur.rowcount == 1
+
+    def release(self, rid: str) -> None:
+        """Give an interrupted run back (status pending, partial epochs dropped)."""
+        with self.transaction() as con:
+            con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
+            con.execute("UPDATE runs SET status='pending', host=NULL, pid=NULL WHERE id=? AND status='running'",
+                        (rid,))
+
+    def add_epoch(self, rid: str, row: dict[str, Any]) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO epochs (run_id, epoch, train_loss, test_acc, test_loss, seconds, lr, layers)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (rid, row["epoch"], row.get("train_loss"), row.get("test_acc"), row.get("test_loss"),
+                 row.get("seconds"), row.get("lr"), json.dumps(row.get("layers"))),
+            )
+
+    def finish(self, rid: str, status: str, metrics: dict[str, Any] | None = None, error: str | None = None) -> None:
+        assert status in ("done", "failed")
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE runs SET status=?, metrics=?, error=?, finished=?, host=NULL, pid=NULL WHERE id=?",
+                (status, json.dumps(metrics) if metrics is not None else None, error, time.time(), rid),
+            )
+
+    # -- reading ----------------------------------------------------------------------------------
+    def runs(self, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """All runs (or the given ones) with config and metrics decoded."""
+        if not self.exists():
+            return []
+        con = self._connect()
+        try:
+            rows = [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY created, rowid")]
+        finally:
+            con.close()
+        wanted = set(ids) if ids is not None else None
+        out = []
+        for r in rows:
+            if wanted is not None and r["id"] not in wanted:
+                continue
+            r["config"] = json.loads(r["config"])
+            r["metrics"] = json.loads(r["metrics"]) if r["metrics"] else None
+            out.append(r)
+        return out
+
+    def epochs(self, rid: str | None = None) -> list[dict[str, Any]]:
+        if not self.exists():
+            return []
+        con = self._connect()
+        try:
+            q = "SELECT * FROM epochs" + (" WHERE run_id=?" if rid else "") + " ORDER BY run_id, epoch"
+            rows = [dict(r) for r in con.execute(q, (rid,) if rid else ())]
+        finally:
+            con.close()
+        for r in rows:
+            r["layers"] = json.loads(r["layers"]) if r["layers"] else None
+        return rows
+
+    def history(self) -> list[dict[str, Any]]:
+        if not self.exists():
+            return []
+        con = self._connect()
+        try:
+            return [dict(r) for r in con.execute("SELECT * FROM history ORDER BY archived")]
+        finally:
+            con.close()
+
+    def counts(self, ids: Iterable[str] | None = None) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for r in self.runs(ids):
+            out[r["status"]] += 1
+        return out

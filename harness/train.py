@@ -1,0 +1,200 @@
+"""Training one run: data on the device, the method's step in a plain loop, metrics at the end."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.data import crop_flip, load_tensors
+from harness.layers import parameter_summary
+from harness.method import Method
+from harness.models import create_model
+from harness.optim import lr_factor, set_lr
+from harness.registry import DATASETS, METHODS
+from harness.suite import Training
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Callbacks:
+    """What the loop reports while it trains (progress displays and the store listen)."""
+
+    def run_start(self, epochs: int, steps_per_epoch: int) -> None: ...
+    def step(self, n: int = 1) -> None: ...
+    def epoch_end(self, row: dict[str, Any]) -> None: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available; use device: auto or cpu")
+    return torch.device(device)
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA allocator peak on GPU, sampled process RSS growth on CPU (MiB)."""
+
+    def __init__(self, device: torch.device, interval: float = 0.05):
+        self.device, self.interval = device, interval
+        self.peak_mb = 0.0
+
+    @staticmethod
+    def _rss_mb() -> float:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._base = self._rss_mb()
+        self._max = self._base
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(self.interval):
+                self._max = max(self._max, self._rss_mb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return
+        self._stop.set()
+        self._thread.join()
+        self._max = max(self._max, self._rss_mb())
+        self.peak_mb = self._max - self._base
+
+
+def inference_flops(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> int:
+    """FLOPs of one forward pass of one sample (torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros((1, *shape), device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Test accuracy and mean cross-entropy."""
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(x), batch_size):
+        out = model(x[i:i + batch_size])
+        correct += (out.argmax(1) == y[i:i + batch_size]).sum().item()
+        loss += nn.functional.cross_entropy(out, y[i:i + batch_size], reduction="sum").item()
+    model.train()
+    return correct / len(x), loss / len(x)
+
+
+def build(config: dict[str, Any], device: torch.device) -> tuple[Method, nn.Module, int]:
+    """The method and its prepared model for a run config, plus the dense model's parameter count."""
+    spec = DATASETS.get(config["dataset"])
+    shape = dict(in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size)
+    torch.manual_seed(config["seed"])
+    generator = torch.Generator().manual_seed(config["seed"])
+    model = create_model(config["model"], **shape)
+    full_params = sum(p.numel() for p in model.parameters())
+    method: Method = METHODS.get(config["method"])(config["params"], config["initialization"])
+    model = method.prepare(model, generator).to(device)
+    return method, model, full_params
+
+
+def train_run(config: dict[str, Any], data_root: Path | None = None, device: str = "auto",
+              callbacks: Callbacks | None = None, download: bool = True,
+              check_every: int = 25) -> dict[str, Any]:
+    """Train one resolved run config; returns the run's metrics. Raises on failure or divergence."""
+    cb = callbacks or Callbacks()
+    dev = resolve_device(device)
+    training = Training.model_validate(config["training"])
+    budget = config.get("budget") or {}
+    data = load_tensors(config["dataset"], data_root, dev, budget.get("train_subset"), budget.get("test_subset"),
+                        download=download)
+    method, model, full_params = build(config, dev)
+    optimizer = method.make_optimizer(model, training)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
+    augment = training.augmentation == "crop_flip" or (training.augmentation == "auto" and data.augment)
+    gen = torch.Generator(device=dev).manual_seed(config["seed"])
+    n, bs = len(data.train_x), training.batch_size
+    steps = n // bs if n >= bs else 1  # drop the last partial batch (BatchNorm, equal steps)
+    cb.run_start(training.epochs, steps)
+    epochs: list[dict[str, Any]] = []
+    with PeakMemory(dev) as mem:
+        for epoch in range(training.epochs):
+            lr = set_lr(optimizer, training.lr, lr_factor(training.schedule, epoch, training.epochs,
+                                                         training.warmup_epochs, training.step_size,
+                                                         training.gamma))
+            model.train()
+            t0 = time.perf_counter()
+            order = torch.randperm(n, device=dev, generator=gen)
+            total = torch.zeros((), device=dev)
+            for s in range(steps):
+                idx = order[s * bs:(s + 1) * bs]
+                x = data.train_x[idx]
+                if augment:
+                    x = crop_flip(x, gen)
+                total += method.train_step(model, optimizer, (x, data.train_y[idx]), loss_fn)
+                if (s + 1) % check_every == 0 and not torch.isfinite(total):
+                    raise DivergedError(_diverged(epoch, s, training))
+                cb.step()
+            method.end_epoch(model, optimizer, epoch)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            seconds = time.perf_counter() - t0
+            train_loss = (total / steps).item()
+            if not torch.isfinite(torch.tensor(train_loss)):
+                raise DivergedError(_diverged(epoch, steps - 1, training))
+            acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
+            layers = [s.to_dict() for s in method.layer_stats(model)]
+            row = dict(epoch=epoch, train_loss=train_loss, test_acc=acc, test_loss=test_loss, seconds=seconds,
+                       lr=lr, layers=layers)
+            epochs.append(row)
+            cb.epoch_end(row)
+    layers = method.layer_stats(model)
+    metrics: dict[str, Any] = {
+        "final_acc": epochs[-1]["test_acc"],
+        "best_acc": max(e["test_acc"] for e in epochs),
+        "final_train_loss": epochs[-1]["train_loss"],
+        "final_test_loss": epochs[-1]["test_loss"],
+        "epoch_seconds": sum(e["seconds"] for e in epochs) / len(epochs),
+        "train_seconds": sum(e["seconds"] for e in epochs),
+        "epochs": len(epochs),
+        "flops": inference_flops(model, tuple(data.train_x.shape[1:]), dev),
+        "peak_memory_mb": mem.peak_mb,
+        "device": str(dev),
+        "train_size": n,
+        "test_size": len(data.test_x),
+        "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
+        **parameter_summary(model, layers, full_params),
+    }
+    return metrics
+
+
+def _diverged(epoch: int, step: int, training: Training) -> str:
+    return (f"training loss became NaN/inf in epoch {epoch + 1} by step {step + 1} "
+            f"(lr {training.lr}); lower the learning rate or add warmup")
+
+
+Progress = Callable[[int], None]
