@@ -8,8 +8,18 @@ from harness.registry import DATASETS, METHODS, MODELS, register_dataset, regist
 __version__ = "0.1.0"
 
 __all__ = [
-    "DATASETS", "METHODS", "MODELS", "LayerStats", "Method", "NoParams", "create_model", "layer_report",
-    "parameter_summary", "register_dataset", "register_method", "register_model",
+    "DATASETS",
+    "METHODS",
+    "MODELS",
+    "LayerStats",
+    "Method",
+    "NoParams",
+    "create_model",
+    "layer_report",
+    "parameter_summary",
+    "register_dataset",
+    "register_method",
+    "register_model",
 ]
 
 

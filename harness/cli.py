@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -19,7 +20,9 @@ from harness.suite import RunSpec, Suite, SuiteError, expand, load_suite
 
 app = typer.Typer(
     help="Train factorized neural networks over a YAML grid, store every result, and compare the methods.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -53,8 +56,9 @@ def _parse_budget(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _load(suite: str, budget: list[str] | None = None, models: str | None = None,
-          datasets: str | None = None) -> tuple[Path, Suite]:
+def _load(
+    suite: str, budget: list[str] | None = None, models: str | None = None, datasets: str | None = None
+) -> tuple[Path, Suite]:
     path = resolve_suite_path(suite)
     overrides: dict[str, Any] = {}
     if budget:
@@ -75,9 +79,13 @@ def _default_results(suite: Suite) -> Path:
 
 
 def _summary(metrics: dict[str, Any]) -> str:
-    parts = [f"acc {100 * metrics['final_acc']:.2f}%", f"best {100 * metrics['best_acc']:.2f}%",
-             f"compression {100 * metrics['compression']:.1f}%", f"{metrics['params_inference']:,} params",
-             f"{metrics['epoch_seconds']:.1f} s/epoch"]
+    parts = [
+        f"acc {100 * metrics['final_acc']:.2f}%",
+        f"best {100 * metrics['best_acc']:.2f}%",
+        f"compression {100 * metrics['compression']:.1f}%",
+        f"{metrics['params_inference']:,} params",
+        f"{metrics['epoch_seconds']:.1f} s/epoch",
+    ]
     if metrics.get("ranks"):
         ranks = " ".join(str(r) for r in metrics["ranks"].values())
         parts.append(f"ranks {ranks}")
@@ -98,7 +106,7 @@ class RichReporter(Reporter):
         self.grid = self.progress.add_task("grid", total=total)
 
     def run_begin(self, run: RunSpec, index: int, total: int) -> None:
-        self.label = run.label
+        self.label = escape(run.label)
         self.started = time.perf_counter()
 
     def run_start(self, epochs: int, steps_per_epoch: int) -> None:
@@ -112,17 +120,22 @@ class RichReporter(Reporter):
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         self.epoch = row["epoch"] + 1
-        self.progress.update(self.task, description=(
-            f"{self.label} epoch {min(self.epoch + 1, self.epochs)}/{self.epochs} "
-            f"loss {row['train_loss']:.3f} acc {100 * row['test_acc']:.2f}%"))
+        self.progress.update(
+            self.task,
+            description=(
+                f"{self.label} epoch {min(self.epoch + 1, self.epochs)}/{self.epochs} "
+                f"loss {row['train_loss']:.3f} acc {100 * row['test_acc']:.2f}%"
+            ),
+        )
 
     def run_end(self, run: RunSpec, status: str, metrics: dict[str, Any] | None, error: str | None) -> None:
         took = time.perf_counter() - self.started
         if status == "done":
-            self.progress.console.print(f"[green]done[/]   {run.label}  {_summary(metrics)}  ({took:.0f} s)",
-                                        highlight=False)
+            self.progress.console.print(
+                f"[green]done[/]   {escape(run.label)}  {escape(_summary(metrics))}  ({took:.0f} s)", highlight=False
+            )
         else:
-            self.progress.console.print(f"[red]failed[/] {run.label}  {error}", highlight=False)
+            self.progress.console.print(f"[red]failed[/] {escape(run.label)}  {escape(error)}", highlight=False)
         self.progress.advance(self.grid)
         if self.task is not None:
             self.progress.remove_task(self.task)
@@ -132,17 +145,26 @@ class RichReporter(Reporter):
 @app.command()
 def run(
     suite: Annotated[str, typer.Argument(help="Suite YAML file (or the name of one in ./suites/).")],
-    results: Annotated[Path | None, typer.Option("--results", help="Results directory "
-                                                 "[default: results/<suite name>/].")] = None,
-    data_root: Annotated[Path | None, typer.Option("--data-root", envvar="HARNESS_DATA",
-                                                   help="Where datasets live (env HARNESS_DATA).")] = None,
+    results: Annotated[
+        Path | None, typer.Option("--results", help="Results directory [default: results/<suite name>/].")
+    ] = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", envvar="HARNESS_DATA", help="Where datasets live (env HARNESS_DATA).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: the suite's].")] = None,
     rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="Train failed runs again.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Train every run again; earlier results are kept in "
-                                        "the store's history table.")] = False,
-    budget: Annotated[list[str] | None, typer.Option(
-        "--budget", help="Override the suite's budget, KEY=VALUE, repeatable: train_subset, test_subset, epochs. "
-        "Recorded with each run.")] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Train every run again; earlier results are kept in the store's history table."),
+    ] = False,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--budget",
+            help="Override the suite's budget, KEY=VALUE, repeatable: train_subset, test_subset, epochs. "
+            "Recorded with each run.",
+        ),
+    ] = None,
     models: Annotated[str | None, typer.Option(help="Comma-separated models to run instead of the suite's.")] = None,
     datasets: Annotated[str | None, typer.Option(help="Comma-separated datasets instead of the suite's.")] = None,
     download: Annotated[bool, typer.Option(help="Try to download missing datasets.")] = True,
@@ -161,29 +183,39 @@ def run(
     p = plan(store, s.name, runs, rerun_failed=rerun_failed, force=force)
     console.print(
         f"suite [bold]{s.name}[/] ({path}): {len(runs)} runs, {p.done} done, {p.failed} failed, "
-        f"{len(p.todo)} to train; results in {store.dir}", highlight=False)
+        f"{len(p.todo)} to train; results in {store.dir}",
+        highlight=False,
+    )
     if p.released:
         console.print(f"{len(p.released)} interrupted run(s) will be trained again", highlight=False)
     if p.failed and not rerun_failed:
-        console.print(f"{p.failed} failed run(s) are kept as failed; --rerun-failed trains them again",
-                      highlight=False)
+        console.print(f"{p.failed} failed run(s) are kept as failed; --rerun-failed trains them again", highlight=False)
     if not p.todo:
         console.print("nothing to do")
         return
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=console, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
     reporter = RichReporter(progress)
     try:
         with progress:
             reporter.grid_start(len(p.todo), p.done)
-            counts = execute(store, p.todo, reporter, data_root=data_root, device=device or s.device,
-                             download=download)
+            counts = execute(store, p.todo, reporter, data_root=data_root, device=device or s.device, download=download)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished runs are stored; run the same command again to resume")
         raise typer.Exit(130) from None
     final = store.counts([r.id for r in runs])
-    console.print(f"finished: {counts['done']} done, {counts['failed']} failed in this call; suite now "
-                  f"{final['done']} done, {final['failed']} failed, {final['pending']} pending", highlight=False)
+    console.print(
+        f"finished: {counts['done']} done, {counts['failed']} failed in this call; suite now "
+        f"{final['done']} done, {final['failed']} failed, {final['pending']} pending",
+        highlight=False,
+    )
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -212,7 +244,9 @@ def status(
     console.print(table)
     for r in store.runs(ids):
         if r["status"] == "failed":
-            console.print(f"[red]failed[/] {r['label']}: {(r['error'] or '').splitlines()[0]}", highlight=False)
+            console.print(
+                f"[red]failed[/] {escape(r['label'])}: {escape((r['error'] or '').splitlines()[0])}", highlight=False
+            )
         elif r["status"] == "running":
             console.print(f"running {r['label']} (host {r['host']}, pid {r['pid']})", highlight=False)
 
@@ -222,8 +256,10 @@ def _suite_files() -> list[Path]:
 
 
 @app.command("list")
-def list_(what: Annotated[str, typer.Argument(help="methods, models, datasets or suites.")],
-          pattern: Annotated[str, typer.Argument(help="Shell-style name filter.")] = "*") -> None:
+def list_(
+    what: Annotated[str, typer.Argument(help="methods, models, datasets or suites.")],
+    pattern: Annotated[str, typer.Argument(help="Shell-style name filter.")] = "*",
+) -> None:
     """List what is registered (methods, models, datasets) or the suites in ./suites/."""
     registries = {"methods": METHODS, "models": MODELS, "datasets": DATASETS}
     if what == "suites":
@@ -239,8 +275,10 @@ def list_(what: Annotated[str, typer.Argument(help="methods, models, datasets or
     if what not in registries:
         from harness.registry import did_you_mean
 
-        _fail(f"cannot list {what!r}{did_you_mean(what, [*registries, 'suites'])}; "
-              "choose methods, models, datasets or suites")
+        _fail(
+            f"cannot list {what!r}{did_you_mean(what, [*registries, 'suites'])}; "
+            "choose methods, models, datasets or suites"
+        )
     for e in registries[what].entries(pattern):
         extra = ""
         if what == "methods":
@@ -251,7 +289,9 @@ def list_(what: Annotated[str, typer.Argument(help="methods, models, datasets or
 @app.command()
 def export(
     target: Annotated[str, typer.Argument(help="A suite file or a results directory.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (.csv or .json) [default: stdout CSV].")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output file (.csv or .json) [default: stdout CSV].")
+    ] = None,
     epochs: Annotated[bool, typer.Option("--epochs", help="Export per-epoch rows instead of runs.")] = False,
 ) -> None:
     """Write every stored run (or epoch) as a pandas-readable CSV or JSON table."""

@@ -66,13 +66,26 @@ def default_data_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "harness" / "data"
 
 
-def dataset(name: str, *, channels: int, image_size: int, num_classes: int, mean: tuple[float, ...],
-            std: tuple[float, ...], augment: bool = False, description: str = "", pad_to: int | None = None):
+def dataset(
+    name: str,
+    *,
+    channels: int,
+    image_size: int,
+    num_classes: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    augment: bool = False,
+    description: str = "",
+    pad_to: int | None = None,
+):
     """Decorator registering a loader ``load(root, download) -> (train_x, train_y, test_x, test_y)``."""
 
     def decorate(load):
-        DATASETS.add(name, DatasetSpec(name, channels, image_size, num_classes, mean, std, augment, load,
-                                       description, pad_to), description)
+        DATASETS.add(
+            name,
+            DatasetSpec(name, channels, image_size, num_classes, mean, std, augment, load, description, pad_to),
+            description,
+        )
         return load
 
     return decorate
@@ -84,12 +97,11 @@ def _read_idx(path: Path) -> np.ndarray:
     if path.suffix == ".gz":
         raw = gzip.decompress(raw)
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-              "t10k-labels-idx1-ubyte")
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def _find_idx(dirs: list[Path]) -> list[Path] | None:
@@ -121,8 +133,7 @@ def _try_download(fn: Callable[[], object]) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _load_idx_dataset(name: str, folder: str, dirs: list[Path], root: Path, download: bool, tv_class: str,
-                      how: str):
+def _load_idx_dataset(name: str, folder: str, dirs: list[Path], root: Path, download: bool, tv_class: str, how: str):
     files = _find_idx(dirs)
     error = None
     if files is None and download:
@@ -139,47 +150,97 @@ def _load_idx_dataset(name: str, folder: str, dirs: list[Path], root: Path, down
     return x[:, None], y.astype(np.int64), xt[:, None], yt.astype(np.int64)
 
 
-@dataset("mnist", channels=1, image_size=28, num_classes=10, mean=(0.1307,), std=(0.3081,),
-         description="MNIST handwritten digits, 60k/10k, 28x28 grey (standard idx files)")
+@dataset(
+    "mnist",
+    channels=1,
+    image_size=28,
+    num_classes=10,
+    mean=(0.1307,),
+    std=(0.3081,),
+    description="MNIST handwritten digits, 60k/10k, 28x28 grey (standard idx files)",
+)
 def load_mnist(root: Path, download: bool = True):
-    return _load_idx_dataset("mnist", "MNIST", [root / "MNIST" / "raw"], root, download, "MNIST",
-                             "copy the four MNIST idx files into <root>/MNIST/raw/ (torchvision layout).")
+    return _load_idx_dataset(
+        "mnist",
+        "MNIST",
+        [root / "MNIST" / "raw"],
+        root,
+        download,
+        "MNIST",
+        "copy the four MNIST idx files into <root>/MNIST/raw/ (torchvision layout).",
+    )
 
 
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 
-@dataset("fashion_mnist", channels=1, image_size=28, num_classes=10, mean=(0.2860,), std=(0.3530,),
-         description="Fashion-MNIST clothing images, 60k/10k, 28x28 grey")
+@dataset(
+    "fashion_mnist",
+    channels=1,
+    image_size=28,
+    num_classes=10,
+    mean=(0.2860,),
+    std=(0.3530,),
+    description="Fashion-MNIST clothing images, 60k/10k, 28x28 grey",
+)
 def load_fashion_mnist(root: Path, download: bool = True):
     return _load_idx_dataset(
-        "fashion_mnist", "FashionMNIST", [root / "FashionMNIST" / "raw", FASHION_DEBIAN], root, download,
-        "FashionMNIST", "on Debian/Ubuntu `apt-get install dataset-fashion-mnist`, or copy the four idx files "
-        "into <root>/FashionMNIST/raw/.")
+        "fashion_mnist",
+        "FashionMNIST",
+        [root / "FashionMNIST" / "raw", FASHION_DEBIAN],
+        root,
+        download,
+        "FashionMNIST",
+        "on Debian/Ubuntu `apt-get install dataset-fashion-mnist`, or copy the four idx files "
+        "into <root>/FashionMNIST/raw/.",
+    )
 
 
-@dataset("fashion_mnist32", channels=1, image_size=32, num_classes=10, mean=(0.2860,), std=(0.3530,),
-         pad_to=32, description="Fashion-MNIST zero-padded to 32x32 (for CIFAR-style models)")
+@dataset(
+    "fashion_mnist32",
+    channels=1,
+    image_size=32,
+    num_classes=10,
+    mean=(0.2860,),
+    std=(0.3530,),
+    pad_to=32,
+    description="Fashion-MNIST zero-padded to 32x32 (for CIFAR-style models)",
+)
 def load_fashion_mnist32(root: Path, download: bool = True):
     return load_fashion_mnist(root, download)
 
 
-@dataset("mnist_subset", channels=1, image_size=28, num_classes=10, mean=(0.1307,), std=(0.3081,),
-         description="real MNIST subset shipped with harness: 10k train / 2k test (quickstart, tests)")
+@dataset(
+    "mnist_subset",
+    channels=1,
+    image_size=28,
+    num_classes=10,
+    mean=(0.1307,),
+    std=(0.3081,),
+    description="real MNIST subset shipped with harness: 10k train / 2k test (quickstart, tests)",
+)
 def load_mnist_subset(root: Path, download: bool = True):
     with resources.files("harness").joinpath("_data/mnist_subset.npz").open("rb") as fh:
         z = np.load(io.BytesIO(fh.read()))
-        return (z["train_images"][:, None], z["train_labels"].astype(np.int64),
-                z["test_images"][:, None], z["test_labels"].astype(np.int64))
+        return (
+            z["train_images"][:, None],
+            z["train_labels"].astype(np.int64),
+            z["test_images"][:, None],
+            z["test_labels"].astype(np.int64),
+        )
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Unpickler for CIFAR batches: they hold dicts, lists, bytes and numpy arrays only."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
@@ -200,9 +261,16 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
-@dataset("cifar10", channels=3, image_size=32, num_classes=10, mean=(0.4914, 0.4822, 0.4465),
-         std=(0.2470, 0.2435, 0.2616), augment=True,
-         description="CIFAR-10, 50k/10k 32x32 colour (python batches; bring your own copy)")
+@dataset(
+    "cifar10",
+    channels=3,
+    image_size=32,
+    num_classes=10,
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2470, 0.2435, 0.2616),
+    augment=True,
+    description="CIFAR-10, 50k/10k 32x32 colour (python batches; bring your own copy)",
+)
 def load_cifar10(root: Path, download: bool = True):
     folder = root / "cifar-10-batches-py"
     error = None
@@ -212,9 +280,13 @@ def load_cifar10(root: Path, download: bool = True):
         error = _try_download(lambda: tvd.CIFAR10(str(root), download=True))
     missing = [f for f in CIFAR_FILES if not (folder / f).is_file()]
     if missing:
-        exc = _missing("cifar10", [folder], CIFAR_FILES,
-                       "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
-                       "unpack it into <root> (giving <root>/cifar-10-batches-py/).")
+        exc = _missing(
+            "cifar10",
+            [folder],
+            CIFAR_FILES,
+            "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
+            "unpack it into <root> (giving <root>/cifar-10-batches-py/).",
+        )
         if error:
             exc.args = (exc.args[0] + f"\nDownload failed: {error}",)
         raise exc
@@ -245,9 +317,14 @@ def _to_tensor(images: np.ndarray, spec: DatasetSpec, device: torch.device) -> t
 _CACHE: dict[tuple, TensorData] = {}
 
 
-def load_tensors(name: str, root: Path | None = None, device: torch.device | str = "cpu",
-                 train_subset: int | None = None, test_subset: int | None = None,
-                 download: bool = True) -> TensorData:
+def load_tensors(
+    name: str,
+    root: Path | None = None,
+    device: torch.device | str = "cpu",
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    download: bool = True,
+) -> TensorData:
     """Load a registered dataset as normalized tensors on ``device`` (cached per process)."""
     spec: DatasetSpec = DATASETS.get(name)
     root = Path(root) if root is not None else default_data_root()
@@ -257,8 +334,13 @@ def load_tensors(name: str, root: Path | None = None, device: torch.device | str
         x, y, xt, yt = spec.load(root, download)
         tr, te = subset_indices(len(x), train_subset), subset_indices(len(xt), test_subset)
         _CACHE[key] = TensorData(
-            name, _to_tensor(x[tr], spec, device), torch.from_numpy(y[tr]).to(device),
-            _to_tensor(xt[te], spec, device), torch.from_numpy(yt[te]).to(device), spec.num_classes, spec.augment,
+            name,
+            _to_tensor(x[tr], spec, device),
+            torch.from_numpy(y[tr]).to(device),
+            _to_tensor(xt[te], spec, device),
+            torch.from_numpy(yt[te]).to(device),
+            spec.num_classes,
+            spec.augment,
         )
     return _CACHE[key]
 

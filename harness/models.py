@@ -29,21 +29,29 @@ def lenet5(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) ->
     if s < 1:
         raise ValueError(f"lenet5 needs images of at least 16x16 pixels, got {image_size}")
     return nn.Sequential(
-        nn.Conv2d(in_channels, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(20, 50, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(50 * s * s, 500), nn.ReLU(), nn.Linear(500, num_classes),
+        nn.Conv2d(in_channels, 20, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(50 * s * s, 500),
+        nn.ReLU(),
+        nn.Linear(500, num_classes),
     )
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True)]
+    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
 def _needs(name: str, image_size: int, factor: int) -> None:
     if image_size < factor or image_size % factor:
-        raise ValueError(f"{name} needs image sizes divisible by {factor} (e.g. 32x32), got {image_size}; "
-                         f"use a padded dataset such as fashion_mnist32")
+        raise ValueError(
+            f"{name} needs image sizes divisible by {factor} (e.g. 32x32), got {image_size}; "
+            f"use a padded dataset such as fashion_mnist32"
+        )
 
 
 @register_model("alexnet", "AlexNet, CIFAR variant (5 convs with BatchNorm, fc 4096-4096), 32x32 inputs")
@@ -51,11 +59,22 @@ def alexnet(in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -
     _needs("alexnet", image_size, 8)
     s = image_size // 8
     return nn.Sequential(
-        *_conv_bn(in_channels, 64), nn.MaxPool2d(2),
-        *_conv_bn(64, 192), nn.MaxPool2d(2),
-        *_conv_bn(192, 384), *_conv_bn(384, 256), *_conv_bn(256, 256), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.5), nn.Linear(256 * s * s, 4096), nn.ReLU(inplace=True),
-        nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, num_classes),
+        *_conv_bn(in_channels, 64),
+        nn.MaxPool2d(2),
+        *_conv_bn(64, 192),
+        nn.MaxPool2d(2),
+        *_conv_bn(192, 384),
+        *_conv_bn(384, 256),
+        *_conv_bn(256, 256),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(256 * s * s, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
+        nn.Linear(4096, num_classes),
     )
 
 
@@ -73,8 +92,14 @@ def vgg16(in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> 
         else:
             layers += _conv_bn(c, int(v))
             c = int(v)
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 512),
-                         nn.ReLU(inplace=True), nn.Linear(512, num_classes))
+    return nn.Sequential(
+        *layers,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(512, 512),
+        nn.ReLU(inplace=True),
+        nn.Linear(512, num_classes),
+    )
 
 
 class BasicBlock(nn.Module):

@@ -27,8 +27,9 @@ def build_optimizer(params: Iterable[Any], training: Any) -> torch.optim.Optimiz
     raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or adamw")
 
 
-def lr_factor(schedule: str, epoch: int, epochs: int, warmup: int = 0, step_size: int = 30,
-              gamma: float = 0.1) -> float:
+def lr_factor(
+    schedule: str, epoch: int, epochs: int, warmup: int = 0, step_size: int = 30, gamma: float = 0.1
+) -> float:
     """Multiplier of the base learning rate for (0-based) ``epoch``."""
     if epoch < warmup:
         return (epoch + 1) / (warmup + 1)

@@ -64,6 +64,8 @@ class Registry(Generic[T]):
         existing = self._entries.get(name)
         if existing is not None and existing.builder is not builder:
             raise ValueError(f"{self.kind} {name!r} is already registered by {existing.builder!r}")
+        if isinstance(builder, type) and getattr(builder, "name", None) == "":
+            builder.name = name  # a Method subclass learns the name it is registered under
         doc = description or (getattr(builder, "__doc__", None) or "").strip().splitlines()
         if isinstance(doc, list):
             doc = doc[0] if doc else ""

@@ -15,8 +15,13 @@ _CONFIG_COLUMNS = ("dataset", "model", "method", "initialization", "seed")
 def flatten_run(run: dict[str, Any]) -> dict[str, Any]:
     """One run as a flat dict: identity, config fields, ``param.*``, ``budget.*``, ``training.*``, metrics."""
     c = run["config"]
-    row: dict[str, Any] = {"run_id": run["id"], "label": run["label"], "suite": run["suite"],
-                           "status": run["status"], "attempts": run["attempts"]}
+    row: dict[str, Any] = {
+        "run_id": run["id"],
+        "label": run["label"],
+        "suite": run["suite"],
+        "status": run["status"],
+        "attempts": run["attempts"],
+    }
     row.update({k: c[k] for k in _CONFIG_COLUMNS})
     row["params"] = json.dumps(c["params"], sort_keys=True)
     for k, v in sorted(c["params"].items()):

@@ -27,20 +27,21 @@ class Plan:
     released: list[str]
 
 
-def plan(store: Store, suite_name: str, runs: list[RunSpec], rerun_failed: bool = False,
-         force: bool = False) -> Plan:
+def plan(store: Store, suite_name: str, runs: list[RunSpec], rerun_failed: bool = False, force: bool = False) -> Plan:
     """Register the grid's runs in the store and choose which to train."""
     store.add_runs(suite_name, runs)
     released = store.release_stale()
     state = {r["id"]: r["status"] for r in store.runs([r.id for r in runs])}
-    again = [r.id for r in runs if (force and state[r.id] in ("done", "failed"))
-             or (rerun_failed and state[r.id] == "failed")]
+    again = [
+        r.id
+        for r in runs
+        if (force and state[r.id] in ("done", "failed")) or (rerun_failed and state[r.id] == "failed")
+    ]
     store.reset(again)
     for rid in again:
         state[rid] = "pending"
     todo = [r for r in runs if state[r.id] == "pending"]
-    return Plan(todo, sum(s == "done" for s in state.values()), sum(s == "failed" for s in state.values()),
-                released)
+    return Plan(todo, sum(s == "done" for s in state.values()), sum(s == "failed" for s in state.values()), released)
 
 
 class Reporter(Callbacks):
@@ -66,9 +67,15 @@ class _StoreCallbacks(Callbacks):
         self.reporter.epoch_end(row)
 
 
-def execute(store: Store, runs: list[RunSpec], reporter: Reporter | None = None, data_root: Path | None = None,
-            device: str = "auto", download: bool = True,
-            trainer: Callable[..., dict[str, Any]] = train_run) -> dict[str, int]:
+def execute(
+    store: Store,
+    runs: list[RunSpec],
+    reporter: Reporter | None = None,
+    data_root: Path | None = None,
+    device: str = "auto",
+    download: bool = True,
+    trainer: Callable[..., dict[str, Any]] = train_run,
+) -> dict[str, int]:
     """Train each run that this process can claim; returns counts of done and failed runs."""
     reporter = reporter or Reporter()
     counts = {"done": 0, "failed": 0, "skipped": 0}
@@ -78,8 +85,13 @@ def execute(store: Store, runs: list[RunSpec], reporter: Reporter | None = None,
             continue
         reporter.run_begin(run, i, len(runs))
         try:
-            metrics = trainer(run.config, data_root=data_root, device=device,
-                              callbacks=_StoreCallbacks(store, run.id, reporter), download=download)
+            metrics = trainer(
+                run.config,
+                data_root=data_root,
+                device=device,
+                callbacks=_StoreCallbacks(store, run.id, reporter),
+                download=download,
+            )
         except (KeyboardInterrupt, SystemExit):
             store.release(run.id)
             raise

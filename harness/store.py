@@ -145,13 +145,21 @@ class Store:
                 row = con.execute("SELECT * FROM runs WHERE id=?", (rid,)).fetchone()
                 if row is None or row["status"] not in ("done", "failed"):
                     continue
-                epochs = [dict(e) for e in con.execute("SELECT * FROM epochs WHERE run_id=? ORDER BY epoch",
-                                                       (rid,))]
+                epochs = [dict(e) for e in con.execute("SELECT * FROM epochs WHERE run_id=? ORDER BY epoch", (rid,))]
                 con.execute(
                     "INSERT INTO history (run_id, attempts, status, error, metrics, epochs, started, finished, "
                     "archived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rid, row["attempts"], row["status"], row["error"], row["metrics"], json.dumps(epochs),
-                     row["started"], row["finished"], now),
+                    (
+                        rid,
+                        row["attempts"],
+                        row["status"],
+                        row["error"],
+                        row["metrics"],
+                        json.dumps(epochs),
+                        row["started"],
+                        row["finished"],
+                        now,
+                    ),
                 )
                 con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
                 con.execute("UPDATE runs SET status='pending', error=NULL, metrics=NULL WHERE id=?", (rid,))
@@ -172,16 +180,23 @@ class Store:
         """Give an interrupted run back (status pending, partial epochs dropped)."""
         with self.transaction() as con:
             con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
-            con.execute("UPDATE runs SET status='pending', host=NULL, pid=NULL WHERE id=? AND status='running'",
-                        (rid,))
+            con.execute("UPDATE runs SET status='pending', host=NULL, pid=NULL WHERE id=? AND status='running'", (rid,))
 
     def add_epoch(self, rid: str, row: dict[str, Any]) -> None:
         with self.transaction() as con:
             con.execute(
                 "INSERT OR REPLACE INTO epochs (run_id, epoch, train_loss, test_acc, test_loss, seconds, lr, layers)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (rid, row["epoch"], row.get("train_loss"), row.get("test_acc"), row.get("test_loss"),
-                 row.get("seconds"), row.get("lr"), json.dumps(row.get("layers"))),
+                (
+                    rid,
+                    row["epoch"],
+                    row.get("train_loss"),
+                    row.get("test_acc"),
+                    row.get("test_loss"),
+                    row.get("seconds"),
+                    row.get("lr"),
+                    json.dumps(row.get("layers")),
+                ),
             )
 
     def finish(self, rid: str, status: str, metrics: dict[str, Any] | None = None, error: str | None = None) -> None:

@@ -140,8 +140,11 @@ class RunSpec:
     def label(self) -> str:
         c = self.config
         params = ",".join(f"{k}={v}" for k, v in sorted(c["params"].items()))
-        return (f"{c['dataset']}/{c['model']}/{c['method']}" + (f"[{params}]" if params else "")
-                + f"/{c['initialization']}/s{c['seed']}")
+        return (
+            f"{c['dataset']}/{c['model']}/{c['method']}"
+            + (f"[{params}]" if params else "")
+            + f"/{c['initialization']}/s{c['seed']}"
+        )
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -167,7 +170,7 @@ def _problems(err: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
         if prefix:
             loc = prefix + ("." + loc if loc else "")
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] not in ("value_error", "missing") and "input" in e:
+        if e["type"] not in ("value_error", "missing", "extra_forbidden") and "input" in e:
             msg += f" (got {e['input']!r})"
         out.append((loc, msg))
     return out
@@ -189,8 +192,7 @@ def _check_methods(suite: Suite) -> list[tuple[str, str]]:
                 cls.Params.model_validate(combo)
             except ValidationError as err:
                 for loc, msg in _problems(err, f"methods[{i}].params"):
-                    problems.append((loc, msg.replace("Extra inputs are not permitted",
-                                                      _extra_message(cls, loc))))
+                    problems.append((loc, msg.replace("Extra inputs are not permitted", _extra_message(cls, loc))))
         inits = entry.initializations or suite.initializations
         for j, init in enumerate(inits):
             try:
@@ -204,8 +206,10 @@ def _check_methods(suite: Suite) -> list[tuple[str, str]]:
 def _extra_message(cls, loc: str) -> str:
     key = loc.rsplit(".", 1)[-1]
     known = list(cls.Params.model_fields)
-    return (f"method {cls.name!r} takes no parameter {key!r}{did_you_mean(key, known)}; "
-            f"it takes: {', '.join(known) or '(none)'}")
+    return (
+        f"method {cls.name!r} takes no parameter {key!r}{did_you_mean(key, known)}; "
+        f"it takes: {', '.join(known) or '(none)'}"
+    )
 
 
 def _check_shapes(suite: Suite) -> list[tuple[str, str]]:
@@ -220,8 +224,9 @@ def _check_shapes(suite: Suite) -> list[tuple[str, str]]:
             spec = DATASETS.get(dname)
             try:
                 with torch.device("meta"):
-                    model = create_model(mname, in_channels=spec.channels, num_classes=spec.num_classes,
-                                         image_size=spec.image_size)
+                    model = create_model(
+                        mname, in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size
+                    )
                     model(torch.empty(2, spec.channels, spec.image_size, spec.image_size))
             except Exception as exc:
                 problems.append((f"models[{m}]", f"model {mname!r} cannot take dataset {dname!r}: {exc}"))
@@ -236,7 +241,7 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
         suite = Suite.model_validate(data)
     except ValidationError as err:
         raise SuiteError(source, _problems(err)) from None
-    problems = _check_methods(suite) + _check_shapes(suite)
+    problems = list(dict.fromkeys(_check_methods(suite) + _check_shapes(suite)))  # a sweep repeats them
     if problems:
         raise SuiteError(source, problems)
     return suite
@@ -281,9 +286,14 @@ def expand(suite: Suite) -> list[RunSpec]:
             for init in entry.initializations or suite.initializations:
                 for seed in suite.seeds:
                     config = {
-                        "dataset": dataset, "model": model, "method": entry.name, "params": params,
-                        "initialization": cls.resolve_initialization(init), "seed": seed,
-                        "training": training, "budget": budget,
+                        "dataset": dataset,
+                        "model": model,
+                        "method": entry.name,
+                        "params": params,
+                        "initialization": cls.resolve_initialization(init),
+                        "seed": seed,
+                        "training": training,
+                        "budget": budget,
                     }
                     rid = run_id(config)
                     runs.setdefault(rid, RunSpec(rid, config))

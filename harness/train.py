@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +101,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     correct, loss = 0, 0.0
     for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size])
-        correct += (out.argmax(1) == y[i:i + batch_size]).sum().item()
-        loss += nn.functional.cross_entropy(out, y[i:i + batch_size], reduction="sum").item()
+        out = model(x[i : i + batch_size])
+        correct += (out.argmax(1) == y[i : i + batch_size]).sum().item()
+        loss += nn.functional.cross_entropy(out, y[i : i + batch_size], reduction="sum").item()
     model.train()
     return correct / len(x), loss / len(x)
 
@@ -122,16 +121,22 @@ def build(config: dict[str, Any], device: torch.device) -> tuple[Method, nn.Modu
     return method, model, full_params
 
 
-def train_run(config: dict[str, Any], data_root: Path | None = None, device: str = "auto",
-              callbacks: Callbacks | None = None, download: bool = True,
-              check_every: int = 25) -> dict[str, Any]:
+def train_run(
+    config: dict[str, Any],
+    data_root: Path | None = None,
+    device: str = "auto",
+    callbacks: Callbacks | None = None,
+    download: bool = True,
+    check_every: int = 25,
+) -> dict[str, Any]:
     """Train one resolved run config; returns the run's metrics. Raises on failure or divergence."""
     cb = callbacks or Callbacks()
     dev = resolve_device(device)
     training = Training.model_validate(config["training"])
     budget = config.get("budget") or {}
-    data = load_tensors(config["dataset"], data_root, dev, budget.get("train_subset"), budget.get("test_subset"),
-                        download=download)
+    data = load_tensors(
+        config["dataset"], data_root, dev, budget.get("train_subset"), budget.get("test_subset"), download=download
+    )
     method, model, full_params = build(config, dev)
     optimizer = method.make_optimizer(model, training)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
@@ -143,15 +148,24 @@ def train_run(config: dict[str, Any], data_root: Path | None = None, device: str
     epochs: list[dict[str, Any]] = []
     with PeakMemory(dev) as mem:
         for epoch in range(training.epochs):
-            lr = set_lr(optimizer, training.lr, lr_factor(training.schedule, epoch, training.epochs,
-                                                         training.warmup_epochs, training.step_size,
-                                                         training.gamma))
+            lr = set_lr(
+                optimizer,
+                training.lr,
+                lr_factor(
+                    training.schedule,
+                    epoch,
+                    training.epochs,
+                    training.warmup_epochs,
+                    training.step_size,
+                    training.gamma,
+                ),
+            )
             model.train()
             t0 = time.perf_counter()
             order = torch.randperm(n, device=dev, generator=gen)
             total = torch.zeros((), device=dev)
             for s in range(steps):
-                idx = order[s * bs:(s + 1) * bs]
+                idx = order[s * bs : (s + 1) * bs]
                 x = data.train_x[idx]
                 if augment:
                     x = crop_flip(x, gen)
@@ -168,8 +182,15 @@ def train_run(config: dict[str, Any], data_root: Path | None = None, device: str
                 raise DivergedError(_diverged(epoch, steps - 1, training))
             acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
             layers = [s.to_dict() for s in method.layer_stats(model)]
-            row = dict(epoch=epoch, train_loss=train_loss, test_acc=acc, test_loss=test_loss, seconds=seconds,
-                       lr=lr, layers=layers)
+            row = dict(
+                epoch=epoch,
+                train_loss=train_loss,
+                test_acc=acc,
+                test_loss=test_loss,
+                seconds=seconds,
+                lr=lr,
+                layers=layers,
+            )
             epochs.append(row)
             cb.epoch_end(row)
     layers = method.layer_stats(model)
@@ -193,8 +214,8 @@ def train_run(config: dict[str, Any], data_root: Path | None = None, device: str
 
 
 def _diverged(epoch: int, step: int, training: Training) -> str:
-    return (f"training loss became NaN/inf in epoch {epoch + 1} by step {step + 1} "
-            f"(lr {training.lr}); lower the learning rate or add warmup")
+    return (
+        f"training loss became NaN/inf in epoch {epoch + 1} by step {step + 1} "
+        f"(lr {training.lr}); lower the learning rate or add warmup"
+    )
 
-
-Progress = Callable[[int], None]

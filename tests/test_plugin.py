@@ -1,0 +1,87 @@
+"""A method from a separate installed package comes in through the ``harness.methods`` entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import run_cli, tiny_suite
+
+PLUGIN = '''
+"""A third-party method: full training with every layer's weights frozen except the last two."""
+from pydantic import BaseModel, ConfigDict
+
+from harness import Method
+
+
+class HeadOnly(Method):
+    """Train only the last N parameter tensors (third-party test plugin)."""
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        trainable: int = 2
+
+    def prepare(self, model, generator):
+        params = list(model.parameters())
+        for p in params[: len(params) - self.params.trainable]:
+            p.requires_grad_(False)
+        return model
+'''
+
+
+def test_entry_point_plugin_is_listed_and_runs(tmp_path, write_suite):
+    src = tmp_path / "src"
+    (src / "headonly_plugin").mkdir(parents=True)
+    (src / "headonly_plugin" / "__init__.py").write_text(PLUGIN)
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "headonly-plugin"
+        version = "0.1"
+        [project.entry-points."harness.methods"]
+        head_only = "headonly_plugin:HeadOnly"
+        [tool.setuptools]
+        packages = ["headonly_plugin"]
+    """)
+    )
+    site = tmp_path / "site"
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pip.returncode == 0, pip.stderr
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+    listed = run_cli("list", "methods", env=env)
+    assert "head_only" in listed.stdout and "Train only the last N parameter tensors" in listed.stdout
+
+    path = write_suite(tiny_suite(methods=[{"name": "head_only", "params": {"trainable": [2, 4]}}]))
+    res = run_cli("run", str(path), "--results", str(tmp_path / "res"), env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("done   ") == 2 and "head_only[trainable=4]" in res.stdout
+
+    bad = write_suite(tiny_suite(methods=[{"name": "head_only", "params": {"trainabel": 2}}]), "bad.yaml")
+    res = run_cli("run", str(bad), "--results", str(tmp_path / "res2"), env=env)
+    assert res.returncode == 2 and "did you mean 'trainable'" in res.stderr
+
+    # without the package on the path the method is unknown, and the message says so
+    res = run_cli("run", str(path), "--results", str(tmp_path / "res3"))
+    assert res.returncode == 2 and "unknown method 'head_only'" in res.stderr
