@@ -312,5 +312,61 @@ def export(
         console.print(f"wrote {len(df)} rows to {out}")
 
 
+@app.command()
+def report(
+    target: Annotated[str, typer.Argument(help="A results directory, or a suite file (its results directory "
+                                          "and its references file are used).")],
+    results: Annotated[Path | None, typer.Option("--results", help="Results directory of the suite.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory "
+                                             "(default: report/ inside the results directory).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="md, csv, latex, html, all, or a comma-separated "
+                                     "list; Markdown is also printed.")] = "md",
+    columns: Annotated[str | None, typer.Option(help="Comma-separated summary columns to show (acc = mean ± "
+                                                "std; 'all' for every column).")] = None,
+    sort: Annotated[str | None, typer.Option(help="Comma-separated columns to sort by, '-' in front for "
+                                             "descending, e.g. -acc_mean,method.")] = None,
+    where: Annotated[str | None, typer.Option(help="Select runs with a pandas query over the runs table, e.g. "
+                                              "\"method == 'full' and dataset == 'mnist'\".")] = None,
+    references: Annotated[list[Path] | None, typer.Option("--references", help="File of published numbers "
+                                                          "(YAML or CSV) to show beside the measured ones; "
+                                                          "repeatable.")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the plots (PNG and SVG).")] = True,
+) -> None:
+    """Aggregate stored runs over seeds into comparison tables and plots (Markdown, CSV, LaTeX, HTML)."""
+    from rich.markup import escape
+
+    from harness.report import ReportError, build_report, parse_formats, render_markdown, write_report
+
+    tpath = Path(target)
+    refs: list[Path] = []
+    suite_name = None
+    if tpath.is_dir():
+        store = Store(results or tpath)
+    elif not resolve_suite_path(target).is_file():
+        _fail(escape(f"{target} is neither a results directory nor a suite file"))
+        return
+    else:
+        spath, s = _load(target)
+        store, suite_name = Store(results or _default_results(s)), s.name
+        if s.references:
+            refs.append(spath.parent / s.references)
+    refs += list(references or [])
+    if not store.exists():
+        _fail(escape(f"no results store at {store.path}; run the suite first (harness run SUITE)"))
+    try:
+        formats = parse_formats(fmt)
+        rep = build_report(store, suite=suite_name, where=where, references=refs, columns=columns, sort=sort)
+        written = write_report(rep, out or store.dir / "report", formats, plots=plots)
+    except ReportError as exc:
+        _fail(escape(str(exc)), exc.exit_code)
+        raise  # unreachable
+    if "md" in formats:
+        typer.echo(render_markdown(rep))
+    figures = [p for p in written if p.parent.name == "plots"]
+    others = ", ".join(p.name for p in written if p not in figures)
+    err_console.print(escape(f"wrote {out or store.dir / 'report'}: {others}"
+                             + (f"; {len(figures)} plot files in plots/" if figures else "")), highlight=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
