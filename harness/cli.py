@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -13,8 +14,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from harness.executors import RAY_MISSING, Options, run_local, run_ray
 from harness.registry import DATASETS, METHODS, MODELS
-from harness.runner import Reporter, execute, plan
+from harness.runner import Reporter, plan
 from harness.store import Store
 from harness.suite import RunSpec, Suite, SuiteError, expand, load_suite
 
@@ -93,53 +95,58 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 
 class RichReporter(Reporter):
-    """Two progress bars (grid and current run) and one line per finished run."""
+    """A grid bar, one bar per run in training (one per worker), and one line per finished run."""
 
     def __init__(self, progress: Progress):
         self.progress = progress
         self.grid = None
-        self.task = None
-        self.epoch = 0
-        self.epochs = 0
+        self.slots: dict[int, dict[str, Any]] = {}  # worker slot -> label, task, epochs, started
 
     def grid_start(self, total: int, skipped: int) -> None:
         self.grid = self.progress.add_task("grid", total=total)
 
     def run_begin(self, run: RunSpec, index: int, total: int) -> None:
-        self.label = escape(run.label)
-        self.started = time.perf_counter()
+        self._drop_task()
+        self.slots[self.slot] = {"label": escape(run.label), "task": None, "epochs": 0, "started": time.perf_counter()}
 
     def run_start(self, epochs: int, steps_per_epoch: int) -> None:
-        self.epoch, self.epochs = 0, epochs
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"{self.label} epoch 1/{epochs}", total=epochs * steps_per_epoch)
+        s = self.slots[self.slot]
+        s["epochs"] = epochs
+        s["task"] = self.progress.add_task(f"{s['label']} epoch 1/{epochs}", total=epochs * steps_per_epoch)
 
     def step(self, n: int = 1) -> None:
-        self.progress.advance(self.task, n)
+        task = self.slots.get(self.slot, {}).get("task")
+        if task is not None:
+            self.progress.advance(task, n)
 
     def epoch_end(self, row: dict[str, Any]) -> None:
-        self.epoch = row["epoch"] + 1
-        self.progress.update(
-            self.task,
-            description=(
-                f"{self.label} epoch {min(self.epoch + 1, self.epochs)}/{self.epochs} "
-                f"loss {row['train_loss']:.3f} acc {100 * row['test_acc']:.2f}%"
-            ),
-        )
+        s = self.slots[self.slot]
+        if s["task"] is not None:
+            nxt = min(row["epoch"] + 2, s["epochs"])
+            self.progress.update(
+                s["task"],
+                description=(
+                    f"{s['label']} epoch {nxt}/{s['epochs']} loss {row['train_loss']:.3f} "
+                    f"acc {100 * row['test_acc']:.2f}%"
+                ),
+            )
 
     def run_end(self, run: RunSpec, status: str, metrics: dict[str, Any] | None, error: str | None) -> None:
-        took = time.perf_counter() - self.started
+        s = self.slots.get(self.slot)
+        took = f"  ({time.perf_counter() - s['started']:.0f} s)" if s else ""
         if status == "done":
             self.progress.console.print(
-                f"[green]done[/]   {escape(run.label)}  {escape(_summary(metrics))}  ({took:.0f} s)", highlight=False
+                f"[green]done[/]   {escape(run.label)}  {escape(_summary(metrics))}{took}", highlight=False
             )
         else:
-            self.progress.console.print(f"[red]failed[/] {escape(run.label)}  {escape(error)}", highlight=False)
+            self.progress.console.print(f"[red]failed[/] {escape(run.label)}  {escape(error or '')}", highlight=False)
         self.progress.advance(self.grid)
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
+        self._drop_task()
+
+    def _drop_task(self) -> None:
+        s = self.slots.pop(self.slot, None)
+        if s and s["task"] is not None:
+            self.progress.remove_task(s["task"])
 
 
 @app.command()
@@ -169,6 +176,15 @@ def run(
     datasets: Annotated[str | None, typer.Option(help="Comma-separated datasets instead of the suite's.")] = None,
     download: Annotated[bool, typer.Option(help="Try to download missing datasets.")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs; train nothing.")] = False,
+    executor: Annotated[str, typer.Option(help="local (processes on this machine) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes; each claims runs from the store.")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads per run [default: cores / workers].")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto, ray://host:port [default: a local Ray instance].")
+    ] = None,
+    cpus_per_run: Annotated[int, typer.Option(min=1, help="Ray: CPUs each run asks for.")] = 1,
 ) -> None:
     """Expand a suite into runs and train every run not yet done; a killed grid resumes where it stopped."""
     path, s = _load(suite, budget, models, datasets)
@@ -193,6 +209,10 @@ def run(
     if not p.todo:
         console.print("nothing to do")
         return
+    if executor not in ("local", "ray"):
+        _fail(f"unknown executor {executor!r}; choose local or ray")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        _fail(RAY_MISSING)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -206,7 +226,11 @@ def run(
     try:
         with progress:
             reporter.grid_start(len(p.todo), p.done)
-            counts = execute(store, p.todo, reporter, data_root=data_root, device=device or s.device, download=download)
+            options = Options(data_root=data_root, device=device or s.device, download=download, threads=threads)
+            if executor == "ray":
+                counts = run_ray(store, p.todo, reporter, options, address=address, cpus_per_run=cpus_per_run)
+            else:
+                counts = run_local(store, p.todo, reporter, options, workers=workers)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished runs are stored; run the same command again to resume")
         raise typer.Exit(130) from None
@@ -282,7 +306,7 @@ def list_(
     for e in registries[what].entries(pattern):
         extra = ""
         if what == "methods":
-            extra = f"  [dim](initializations: {', '.join(e.builder.initializations)})[/]"
+            extra = f"  [dim](initializations: {', '.join(e.builder.initializations)})[/]" if e.builder else ""
         console.print(f"{e.name:18s} {e.description}{extra}", highlight=False)
 
 
@@ -314,22 +338,44 @@ def export(
 
 @app.command()
 def report(
-    target: Annotated[str, typer.Argument(help="A results directory, or a suite file (its results directory "
-                                          "and its references file are used).")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A results directory, or a suite file (its results directory and its references file are used)."
+        ),
+    ],
     results: Annotated[Path | None, typer.Option("--results", help="Results directory of the suite.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory "
-                                             "(default: report/ inside the results directory).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="md, csv, latex, html, all, or a comma-separated "
-                                     "list; Markdown is also printed.")] = "md",
-    columns: Annotated[str | None, typer.Option(help="Comma-separated summary columns to show (acc = mean ± "
-                                                "std; 'all' for every column).")] = None,
-    sort: Annotated[str | None, typer.Option(help="Comma-separated columns to sort by, '-' in front for "
-                                             "descending, e.g. -acc_mean,method.")] = None,
-    where: Annotated[str | None, typer.Option(help="Select runs with a pandas query over the runs table, e.g. "
-                                              "\"method == 'full' and dataset == 'mnist'\".")] = None,
-    references: Annotated[list[Path] | None, typer.Option("--references", help="File of published numbers "
-                                                          "(YAML or CSV) to show beside the measured ones; "
-                                                          "repeatable.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output directory (default: report/ inside the results directory)."),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="md, csv, latex, html, all, or a comma-separated list; Markdown is also printed."
+        ),
+    ] = "md",
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated summary columns to show (acc = mean ± std; 'all' for every column)."),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated columns to sort by, '-' in front for descending, e.g. -acc_mean,method."),
+    ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            help="Select runs with a pandas query over the runs table, e.g. "
+            "\"method == 'full' and dataset == 'mnist'\"."
+        ),
+    ] = None,
+    references: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--references", help="File of published numbers (YAML or CSV) to show beside the measured ones; repeatable."
+        ),
+    ] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the plots (PNG and SVG).")] = True,
 ) -> None:
     """Aggregate stored runs over seeds into comparison tables and plots (Markdown, CSV, LaTeX, HTML)."""
@@ -364,8 +410,13 @@ def report(
         typer.echo(render_markdown(rep))
     figures = [p for p in written if p.parent.name == "plots"]
     others = ", ".join(p.name for p in written if p not in figures)
-    err_console.print(escape(f"wrote {out or store.dir / 'report'}: {others}"
-                             + (f"; {len(figures)} plot files in plots/" if figures else "")), highlight=False)
+    err_console.print(
+        escape(
+            f"wrote {out or store.dir / 'report'}: {others}"
+            + (f"; {len(figures)} plot files in plots/" if figures else "")
+        ),
+        highlight=False,
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -49,7 +49,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.group = entry_point_group
         self._entries: dict[str, Entry[T]] = {}
-        self._loaded_entry_points = entry_point_group is None
+        self._eps: dict[str, object] | None = None
 
     def register(self, name: str | None = None, description: str | None = None) -> Callable[[T], T]:
         """Decorator: ``@MODELS.register("lenet5")`` registers the decorated builder under that name."""
@@ -71,37 +71,46 @@ class Registry(Generic[T]):
             doc = doc[0] if doc else ""
         self._entries[name] = Entry(name, builder, doc)
 
-    def _load_entry_points(self) -> None:
-        if self._loaded_entry_points:
+    def _entry_points(self) -> dict[str, object]:
+        """Entry points of the group not yet registered, discovered (not imported) once."""
+        if self._eps is None:
+            self._eps = {ep.name: ep for ep in entry_points(group=self.group)} if self.group else {}
+        return {n: ep for n, ep in self._eps.items() if n not in self._entries}
+
+    def _load(self, name: str) -> None:
+        ep = self._entry_points().get(name)
+        if ep is None:
             return
-        self._loaded_entry_points = True
-        for ep in entry_points(group=self.group):
-            if ep.name in self._entries:
-                continue
-            try:
-                obj = ep.load()
-            except Exception as exc:  # a broken plugin must not break the others
-                raise ImportError(f"{self.kind} plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-            if ep.name not in self._entries:
-                self.add(ep.name, obj)
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin breaks only its own name
+            raise ImportError(f"{self.kind} plugin {name!r} ({ep.value}) failed to load: {exc}") from exc
+        if name not in self._entries:
+            self.add(name, obj)
 
     def get(self, name: str) -> T:
-        self._load_entry_points()
+        if name not in self._entries:
+            self._load(name)
         if name not in self._entries:
             raise UnknownNameError(self.kind, name, self.names())
         return self._entries[name].builder
 
     def __contains__(self, name: object) -> bool:
-        self._load_entry_points()
-        return name in self._entries
+        return name in self._entries or name in self._entry_points()
 
     def names(self, pattern: str = "*") -> list[str]:
-        """Registered names matching a shell-style pattern, sorted."""
-        self._load_entry_points()
-        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+        """Registered names (entry points included) matching a shell-style pattern, sorted."""
+        every = set(self._entries) | set(self._entry_points())
+        return sorted(n for n in every if fnmatch.fnmatch(n, pattern))
 
     def entries(self, pattern: str = "*") -> Iterator[Entry[T]]:
+        """Entries matching a pattern, plugins loaded; one that fails to load is shown with its error."""
         for n in self.names(pattern):
+            try:
+                self._load(n)
+            except ImportError as exc:
+                yield Entry(n, None, f"(failed to load: {exc.__cause__})")  # type: ignore[arg-type]
+                continue
             yield self._entries[n]
 
 

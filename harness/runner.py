@@ -7,7 +7,6 @@ failed, with its error) after, so a killed grid resumes where it stopped and not
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,10 @@ def plan(store: Store, suite_name: str, runs: list[RunSpec], rerun_failed: bool 
 
 
 class Reporter(Callbacks):
-    """Grid-level progress; the CLI supplies a rich one, tests a silent one."""
+    """Grid-level progress; the CLI supplies a rich one, tests a silent one. ``slot`` says which worker
+    an event comes from when several train at once."""
+
+    slot: int = 0
 
     def grid_start(self, total: int, skipped: int) -> None: ...
     def run_begin(self, run: RunSpec, index: int, total: int) -> None: ...
@@ -74,7 +76,6 @@ def execute(
     data_root: Path | None = None,
     device: str = "auto",
     download: bool = True,
-    trainer: Callable[..., dict[str, Any]] = train_run,
 ) -> dict[str, int]:
     """Train each run that this process can claim; returns counts of done and failed runs."""
     reporter = reporter or Reporter()
@@ -85,7 +86,7 @@ def execute(
             continue
         reporter.run_begin(run, i, len(runs))
         try:
-            metrics = trainer(
+            metrics = train_run(
                 run.config,
                 data_root=data_root,
                 device=device,

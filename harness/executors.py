@@ -1,0 +1,276 @@
+"""Executors: who trains the pending runs of a grid. The store stays the single source of truth.
+
+* ``local`` (default): ``workers`` processes on this machine, each claiming runs atomically from the
+  store and pinned to its share of the CPU threads (or to one GPU each when several are visible).
+  ``workers=1`` trains in this process.
+* ``ray``: each pending run becomes a Ray task with its resource needs; the driver claims the run,
+  collects the task's result and writes it to the store. A task that raises or dies (worker lost, OOM)
+  is recorded failed with the reason, and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.runner import Reporter, execute
+from harness.store import Store
+from harness.suite import RunSpec
+
+
+@dataclass(frozen=True)
+class Options:
+    """How runs are trained wherever they run."""
+
+    data_root: Path | None = None
+    device: str = "auto"
+    download: bool = True
+    threads: int | None = None  # torch threads per run (default: cores / workers)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def run_local(store: Store, runs: list[RunSpec], reporter: Reporter, options: Options, workers: int = 1) -> dict:
+    """Train ``runs`` with ``workers`` local processes (1: in this process)."""
+    if workers <= 1:
+        _set_threads(options.threads)
+        return execute(store, runs, reporter, options.data_root, options.device, options.download)
+    threads = options.threads or max(1, (os.cpu_count() or 1) // workers)
+    gpus = _visible_gpus(options.device)
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    procs = []
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        for w in range(workers):
+            if len(gpus) > 1:  # one GPU per worker, chosen before the child imports torch
+                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
+            p = ctx.Process(target=_worker_main, args=(w, str(store.dir), runs, options, threads, events), daemon=True)
+            p.start()
+            procs.append(p)
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+    return _collect(store, runs, reporter, procs, events)
+
+
+def _visible_gpus(device: str) -> list[str]:
+    if device == "cpu":
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
+
+
+class _QueueReporter(Reporter):
+    """A worker's reporter: forwards events to the parent, batching step counts."""
+
+    def __init__(self, worker: int, events):
+        self.w, self.events, self.pending, self.last = worker, events, 0, 0.0
+
+    def run_begin(self, run, index, total):
+        self.events.put(("begin", self.w, run.id))
+
+    def run_start(self, epochs, steps_per_epoch):
+        self.events.put(("start", self.w, epochs, steps_per_epoch))
+
+    def step(self, n=1):
+        self.pending += n
+        now = time.monotonic()
+        if now - self.last > 0.25:
+            self.events.put(("step", self.w, self.pending))
+            self.pending, self.last = 0, now
+
+    def epoch_end(self, row):
+        if self.pending:
+            self.events.put(("step", self.w, self.pending))
+            self.pending = 0
+        self.events.put(("epoch", self.w, {k: row[k] for k in ("epoch", "train_loss", "test_acc")}))
+
+    def run_end(self, run, status, metrics, error):
+        self.events.put(("end", self.w, run.id, status, metrics, error))
+
+
+def _worker_main(worker: int, store_dir: str, runs: list[RunSpec], options: Options, threads: int, events) -> None:
+    _set_threads(threads)
+    try:
+        execute(
+            Store(store_dir), runs, _QueueReporter(worker, events), options.data_root, options.device, options.download
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        events.put(("exit", worker))
+
+
+def _collect(store: Store, runs: list[RunSpec], reporter: Reporter, procs, events) -> dict:
+    by_id = {r.id: r for r in runs}
+    current: dict[int, str] = {}
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    exited: set[int] = set()
+    index = 0
+    try:
+        while len(exited) < len(procs):
+            try:
+                ev = events.get(timeout=0.5)
+            except queue_mod.Empty:
+                for w, p in enumerate(procs):  # a worker that died without saying so
+                    if w not in exited and not p.is_alive():
+                        exited.add(w)
+                        _worker_lost(store, by_id, current.pop(w, None), p.exitcode, reporter, counts)
+                continue
+            kind, w = ev[0], ev[1]
+            reporter.slot = w
+            if kind == "begin":
+                current[w] = ev[2]
+                reporter.run_begin(by_id[ev[2]], index, len(runs))
+                index += 1
+            elif kind == "start":
+                reporter.run_start(ev[2], ev[3])
+            elif kind == "step":
+                reporter.step(ev[2])
+            elif kind == "epoch":
+                reporter.epoch_end(ev[2])
+            elif kind == "end":
+                current.pop(w, None)
+                counts[ev[3]] += 1
+                reporter.run_end(by_id[ev[2]], ev[3], ev[4], ev[5])
+            elif kind == "exit":
+                exited.add(w)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(10)
+        store.release_stale()
+        raise
+    for p in procs:
+        p.join()
+    return counts
+
+
+def _worker_lost(
+    store: Store, by_id: dict, rid: str | None, exitcode: int | None, reporter: Reporter, counts: dict
+) -> None:
+    if rid is None:
+        return
+    error = f"WorkerLost: worker process exited with code {exitcode} while training this run"
+    store.finish(rid, "failed", error=error)
+    counts["failed"] += 1
+    reporter.run_end(by_id[rid], "failed", None, error)
+
+
+# -- Ray ----------------------------------------------------------------------------------------------
+RAY_MISSING = (
+    "the ray executor needs Ray, which is not installed: pip install 'harness[ray]' (or pip install 'ray>=2.9')"
+)
+
+
+def _ray_train(config: dict[str, Any], options: Options, threads: int) -> dict[str, Any]:
+    """Runs inside a Ray worker: train one run and return its metrics and epoch rows."""
+    from harness.train import Callbacks, train_run
+
+    _set_threads(threads)
+
+    class Collect(Callbacks):
+        def __init__(self):
+            self.rows = []
+
+        def epoch_end(self, row):
+            self.rows.append(row)
+
+    cb = Collect()
+    metrics = train_run(
+        config, data_root=options.data_root, device=options.device, callbacks=cb, download=options.download
+    )
+    return {"metrics": metrics, "epochs": cb.rows}
+
+
+def run_ray(
+    store: Store,
+    runs: list[RunSpec],
+    reporter: Reporter,
+    options: Options,
+    address: str | None = None,
+    cpus_per_run: int = 1,
+    gpus_per_run: float | None = None,
+    num_cpus: int | None = None,
+) -> dict:
+    """Submit every run this driver can claim as a Ray task; write results to the store as they finish."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError(RAY_MISSING) from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address:
+            kwargs["address"] = address
+        elif num_cpus:
+            kwargs["num_cpus"] = num_cpus
+        ray.init(**kwargs)
+    if gpus_per_run is None:
+        gpus_per_run = 1 if options.device != "cpu" and ray.cluster_resources().get("GPU", 0) else 0
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_ray_train)
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    refs: dict[Any, RunSpec] = {}
+    try:
+        for run in runs:
+            if store.claim(run.id):
+                refs[task.remote(run.config, options, cpus_per_run)] = run
+            else:
+                counts["skipped"] += 1
+        for i, run in enumerate(refs.values()):
+            reporter.run_begin(run, i, len(refs))
+        waiting = list(refs)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            run = refs[done[0]]
+            try:
+                result = ray.get(done[0])
+            except Exception as exc:  # RayTaskError (raised inside), WorkerCrashedError, OutOfMemoryError, ...
+                error = _ray_error(exc)
+                store.finish(run.id, "failed", error=error)
+                counts["failed"] += 1
+                reporter.run_end(run, "failed", None, error.split("\n", 1)[0])
+                continue
+            for row in result["epochs"]:
+                store.add_epoch(run.id, row)
+            store.finish(run.id, "done", result["metrics"])
+            counts["done"] += 1
+            reporter.run_end(run, "done", result["metrics"], None)
+    except KeyboardInterrupt:
+        for ref, run in refs.items():
+            ray.cancel(ref, force=True)
+            store.release(run.id)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+    return counts
+
+
+def _ray_error(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    if cause is not None and not isinstance(cause, type(None)):
+        return f"{type(cause).__name__}: {cause}\n\n{exc}"
+    return f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=4)}"
