@@ -419,5 +419,67 @@ def report(
     )
 
 
+@app.command()
+def check(
+    suite: Annotated[str, typer.Argument(help="A short, seeded suite (e.g. suites/smoke.yaml).")],
+    against: Annotated[Path, typer.Option("--against", help="Baseline JSON file (e.g. results/baselines/smoke.json).")],
+    update: Annotated[bool, typer.Option("--update", help="Rewrite the baseline from this run, on purpose.")] = False,
+    results: Annotated[
+        Path | None, typer.Option("--results", help="Store to train into [default: a fresh temporary directory].")
+    ] = None,
+    tolerance: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tolerance",
+            help="METRIC=ABS, repeatable [default: the baseline's, else final_acc=0.01, compression=1e-6].",
+        ),
+    ] = None,
+    data_root: Annotated[Path | None, typer.Option("--data-root", envvar="HARNESS_DATA")] = None,
+) -> None:
+    """Train a seeded suite and fail with a readable diff when accuracy or compression moved beyond tolerance."""
+    import tempfile
+
+    from harness.check import DEFAULT_TOLERANCE, compare, load_baseline, snapshot, write_baseline
+
+    _, s = _load(suite)
+    baseline = None
+    if against.is_file():
+        try:
+            baseline = load_baseline(against)
+        except ValueError as exc:
+            _fail(str(exc))
+    elif not update:
+        _fail(f"baseline {against} not found; create it with --update")
+    tol = dict((baseline or {}).get("tolerance", DEFAULT_TOLERANCE))
+    for item in tolerance or []:
+        key, sep, value = item.partition("=")
+        try:
+            tol[key.strip()] = float(value)
+        except ValueError:
+            _fail(f"--tolerance takes METRIC=NUMBER, got {item!r}")
+    runs = expand(s)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(results or tmp)
+        p = plan(store, s.name, runs, force=True)
+        console.print(f"check {s.name}: training {len(p.todo)} runs", highlight=False)
+        run_local(store, p.todo, Reporter(), Options(data_root=data_root, device="cpu"))
+        stored = store.runs([r.id for r in runs])
+    if update:
+        write_baseline(against, snapshot(s.name, stored, tol))
+        console.print(f"baseline written: {against} ({len(stored)} runs)", highlight=False)
+        return
+    diffs = compare({**baseline, "tolerance": tol}, stored)
+    if diffs:
+        err_console.print(f"[bold red]check failed:[/] {len(diffs)} difference(s) against {against}", highlight=False)
+        for d in diffs:
+            err_console.print(f"  {escape(str(d))}", highlight=False)
+        raise typer.Exit(1)
+    console.print(
+        f"check passed: {len(stored)} runs within tolerance of {against} "
+        f"({', '.join(f'{k} ±{v:g}' for k, v in tol.items())})",
+        highlight=False,
+    )
+
+
 def main() -> None:  # pragma: no cover
     app()
