@@ -1,0 +1,426 @@
+"""DLRT / TDLRT: the factorized layer's algebra, the basis/core/truncation steps, and training end to end."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.suite import expand, parse_suite
+from harness.train import train_run
+from methods.tdlrt import DLRTMethod, TDLRTMethod, TuckerLayer, mode_mul, tail_rank, unfold
+from tests.conftest import tiny_suite
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These small workloads run faster on one thread, and far faster on a CPU shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SGD = SimpleNamespace(optimizer="sgd", lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0)
+
+
+def ortho_err(u: torch.Tensor) -> float:
+    return float(torch.linalg.norm(u.T @ u - torch.eye(u.shape[1], dtype=u.dtype)))
+
+
+def make_layer(
+    structure,
+    ranks,
+    adaptive=None,
+    dtype=torch.float64,
+    bias=True,
+    seed=0,
+    init="random",
+    r_min=None,
+    r_max=None,
+    **conv,
+) -> tuple[TuckerLayer, nn.Module]:
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    if structure == "linear":
+        dense = nn.Linear(12, 10, bias=bias)
+    else:
+        dense = nn.Conv2d(6, 8, 3, bias=bias, **conv)
+    dense = dense.to(dtype)
+    d = len(ranks)
+    adaptive = adaptive or [True] * d
+    n = [8, 6 * 9] if structure == "conv_matrix" else list(dense.weight.shape)
+    layer = TuckerLayer.from_module(
+        dense, structure == "conv_tucker", list(ranks), adaptive, r_min or [1] * d, r_max or n, init, gen
+    )
+    assert layer.structure == structure
+    return layer, dense
+
+
+def sample_input(structure, dtype=torch.float64, batch=5):
+    g = torch.Generator().manual_seed(1)
+    shape = (batch, 12) if structure == "linear" else (batch, 6, 9, 9)
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+def dense_forward(layer: TuckerLayer, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if layer.structure == "linear":
+        return F.linear(x, w, layer.bias)
+    return F.conv2d(x, w, layer.bias, layer.stride, layer.padding, layer.dilation)
+
+
+CASES = [
+    ("linear", (4, 5), {}),
+    ("conv_matrix", (3, 7), dict(stride=2, padding=1)),
+    ("conv_tucker", (3, 4, 2, 3), dict(stride=2, padding=1)),
+    ("conv_tucker", (5, 2, 3, 1), dict(dilation=2)),
+]
+
+
+@pytest.mark.parametrize("structure,ranks,conv", CASES)
+def test_forward_matches_dense_weight_and_mode_grads_match_autograd(structure, ranks, conv):
+    layer, _ = make_layer(structure, ranks, **conv)
+    x = sample_input(structure)
+    w = layer.dense_weight().detach().requires_grad_(True)
+    ref = dense_forward(layer, w, x)
+    layer.capture = True
+    out = layer(x)
+    layer.capture = False
+    assert torch.allclose(out, ref, atol=1e-12)
+    weights = torch.randn_like(out)
+    (g_out,) = torch.autograd.grad((out * weights).sum(), [layer.saved[2]])
+    (g_w,) = torch.autograd.grad((ref * weights).sum(), [w])  # the explicit dense dL/dW
+    g_w = g_w.reshape(layer.n)
+    modes = list(range(layer.d))
+    got = layer.mode_grads(g_out, modes)
+    for i in modes:
+        a = g_w
+        for j, u in enumerate(layer.factors):
+            if j != i:
+                a = mode_mul(a, u.T, j)
+        assert torch.allclose(got[i], unfold(a, i), atol=1e-10), i
+        # the K-gradient identity: dL/dK_i = A_i Q_i with Mat_i(C)^T = Q_i S_i^T, against autograd on K_i
+        q, r = torch.linalg.qr(unfold(layer.core.detach(), i).T)
+        k = (layer.factors[i] @ r.T).requires_grad_(True)
+        # W = fold_i(K_i Q_i^T) x_{j != i} U_j
+        rest = list(layer.core.shape)
+        rest[i] = layer.n[i]
+        t = (k @ q.T).reshape([rest[i]] + [s for j, s in enumerate(rest) if j != i]).movedim(0, i)
+        for j, u in enumerate(layer.factors):
+            if j != i:
+                t = mode_mul(t, u, j)
+        (g_k,) = torch.autograd.grad((dense_forward(layer, t.reshape(layer.dense_shape), x) * weights).sum(), [k])
+        assert torch.allclose(got[i] @ q, g_k, atol=1e-10), i
+
+
+@pytest.mark.parametrize("structure,ranks,conv", CASES)
+def test_every_contraction_path_computes_the_dense_layer(structure, ranks, conv):
+    layer, _ = make_layer(structure, ranks, **conv)
+    x = sample_input(structure)
+    with torch.no_grad():
+        ref = dense_forward(layer, layer.dense_weight(), x)
+        paths = ["factored", "dense"] + (["merge_in", "merge_out"] if structure == "conv_tucker" else [])
+        for path in paths:
+            layer.force_path = path
+            assert torch.allclose(layer(x), ref, atol=1e-12), path
+    layer.force_path = None
+    assert layer.path() in paths
+
+
+@pytest.mark.parametrize("structure,ranks,conv", CASES)
+def test_augmentation_keeps_function_and_orthonormal_bases_and_momentum(structure, ranks, conv):
+    layer, _ = make_layer(structure, ranks, dtype=torch.float32, **conv)
+    x = sample_input(structure, torch.float32)
+    layer.core_momentum = torch.randn_like(layer.core.detach())
+    mom_dense = layer.core_momentum
+    for j, u in enumerate(layer.factors):
+        mom_dense = mode_mul(mom_dense, u, j)
+    old = [u.clone() for u in layer.factors]
+    numel = layer.core.numel()
+    # K_i has min(r_i, prod_{j != i} r_j) columns: the augmented rank is min(2 r_i, n_i, r_i + that)
+    expect = [min(2 * r, n, r + min(r, numel // r)) for r, n in zip(layer.ranks, layer.n, strict=True)]
+    layer.capture = True
+    before = layer(x)
+    layer.capture = False
+    (g,) = torch.autograd.grad((before**2).sum(), [layer.saved[2]])
+    layer.basis_step(g, lr=0.5)
+    with torch.no_grad():
+        after = layer(x)
+    assert torch.allclose(after, before, atol=1e-5 * float(before.detach().abs().max()))
+    for k, (u, u0) in enumerate(zip(layer.factors, old, strict=True)):
+        assert ortho_err(u) < 1e-5
+        assert u.shape[1] == expect[k]
+        assert torch.linalg.norm(u @ (u.T @ u0) - u0) < 1e-5  # span(U_i) inside span(U~_i)
+    moved = layer.core_momentum
+    for j, u in enumerate(layer.factors):
+        moved = mode_mul(moved, u, j)
+    assert torch.allclose(moved, mom_dense, atol=1e-5)
+
+
+def test_truncation_bounds_ranks_and_fixed_modes():
+    layer, _ = make_layer(
+        "conv_tucker", (6, 5, 3, 3), adaptive=[True, True, False, False], r_min=[2, 2, 3, 3], r_max=[8, 6, 3, 3]
+    )
+    g = torch.Generator().manual_seed(3)
+    for tau in (0.0, 0.05, 0.2, 0.5):
+        core = torch.randn(8, 6, 3, 3, generator=g, dtype=torch.float64)
+        core[4:] *= 1e-3
+        factors = [
+            torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))[0]
+            for n, r in zip(layer.n, core.shape, strict=True)
+        ]
+        factors[2], factors[3] = layer.factors[2], layer.factors[3]
+        layer.set_state(core, factors, core.clone())
+        w_aug = layer.dense_weight().detach()
+        layer.truncate(tau)
+        r = layer.ranks
+        assert 2 <= r[0] <= 8 and 2 <= r[1] <= 6 and r[2:] == [3, 3]
+        for u in layer.factors:
+            assert ortho_err(u) < 1e-10
+        # each truncated mode discards at most tau ||C~|| (unless the floor kept more), total by the HOSVD bound
+        for k in (0, 1):
+            p = torch.linalg.svd(unfold(core, k), full_matrices=False)[0][:, : r[k]]
+            err = torch.linalg.norm(core - mode_mul(core, p @ p.T, k))
+            assert err <= tau * torch.linalg.norm(core) + 1e-12 or r[k] == 2
+        err = torch.linalg.norm(layer.dense_weight().detach() - w_aug)
+        assert err <= (2**0.5) * tau * torch.linalg.norm(core) + 1e-12
+        assert layer.core_momentum.shape == layer.core.shape
+    layer.r_max = [5, 6, 3, 3]  # the cap wins over the tolerance
+    layer.set_state(core, factors, None)
+    layer.truncate(0.0)
+    assert layer.ranks == [5, 6, 3, 3]
+
+
+def test_rank_exactly_predicted_from_known_spectrum_and_monotone_in_tau():
+    sigma = torch.tensor([10.0, 5.0, 2.0, 1.0, 0.1, 0.01], dtype=torch.float64)
+    assert tail_rank(sigma, 0.05 * float(sigma.norm())) == 4  # tail after 4: 0.1005 <= 0.57 < 1.005
+    assert tail_rank(sigma, 0.001 * float(sigma.norm())) == 5
+    assert tail_rank(sigma, 0.0) == 6
+    g = torch.Generator().manual_seed(0)
+    # a Tucker core whose mode-0 unfolding has exactly these singular values
+    rows = torch.linalg.qr(torch.randn(5 * 3 * 3, 6, generator=g, dtype=torch.float64))[0].T
+    core = (torch.diag(sigma) @ rows).reshape(6, 5, 3, 3)
+    layer, _ = make_layer("conv_tucker", (6, 5, 3, 3), adaptive=[True, False, False, False], r_max=[8, 6, 3, 3])
+    layer.set_state(core, layer.factors, None)
+    layer.truncate(0.05)
+    assert layer.ranks == [4, 5, 3, 3]
+    # d = 2: the matrix rank
+    lin, _ = make_layer("linear", (6, 6), bias=False)
+    q1 = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))[0]
+    q2 = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))[0]
+    lin.set_state(q1 @ torch.diag(sigma) @ q2.T, lin.factors, None)
+    lin.truncate(0.001)
+    assert lin.ranks == [5, 5]
+    assert torch.allclose(torch.linalg.svdvals(lin.core.detach()), sigma[:5])
+    # larger tau never gives larger ranks
+    base = (
+        torch.randn(8, 6, 3, 3, generator=g, dtype=torch.float64)
+        * torch.logspace(0, -3, 8, dtype=torch.float64)[:, None, None, None]
+    )
+    prev = None
+    for tau in (0.0, 0.01, 0.05, 0.1, 0.3, 0.6):
+        layer, _ = make_layer("conv_tucker", (8, 6, 3, 3), adaptive=[True] * 4)
+        layer.set_state(base.clone(), layer.factors, None)
+        layer.truncate(tau)
+        if prev is not None:
+            assert all(a <= b for a, b in zip(layer.ranks, prev, strict=True))
+        prev = layer.ranks
+
+
+def _onehot_inputs(layer: TuckerLayer) -> torch.Tensor:
+    if layer.structure == "linear":
+        return torch.eye(layer.n[1], dtype=torch.float64)
+    _, i, kh, kw = layer.dense_shape
+    return torch.eye(i * kh * kw, dtype=torch.float64).reshape(-1, i, kh, kw)
+
+
+def sq_loss(out, target):
+    return 0.5 * ((out - target) ** 2).sum()
+
+
+def fit(
+    layer: TuckerLayer, target_w: torch.Tensor, steps: int, lr: float, tau: float, method_cls=TDLRTMethod, **params
+):
+    """Full-batch steps of 0.5 ||W - T||^2 (one-hot inputs turn the layer's output into its weight)."""
+    method = method_cls({"tau": tau, **params})
+    model = nn.Sequential(layer)
+    opt = method.make_optimizer(model, SimpleNamespace(**{**vars(SGD), "lr": lr}))
+    x = _onehot_inputs(layer)
+    y = dense_forward(layer, target_w, x).detach()
+    losses, ranks = [], []
+    for _ in range(steps):
+        losses.append(float(method.train_step(model, opt, (x, y), sq_loss)))
+        ranks.append(layer.ranks)
+    return losses, ranks
+
+
+def tucker_target(seed=5):
+    g = torch.Generator().manual_seed(seed)
+    core = torch.randn(3, 5, 2, 2, generator=g, dtype=torch.float64)
+    t = core
+    for k, n in enumerate((16, 12, 3, 3)):
+        t = mode_mul(t, torch.linalg.qr(torch.randn(n, core.shape[k], generator=g, dtype=torch.float64))[0], k)
+    return t
+
+
+def tucker_fit_layer(ranks, adaptive):
+    gen = torch.Generator().manual_seed(0)
+    dense = nn.Conv2d(12, 16, 3, bias=False).double()
+    return TuckerLayer.from_module(dense, True, list(ranks), adaptive, [1] * 4, [16, 12, 3, 3], "random", gen)
+
+
+@pytest.mark.parametrize(
+    "start,adaptive,expect,steps",
+    [
+        ((8, 8, 3, 3), [True] * 4, [3, 5, 2, 2], 60),
+        ((8, 8, 3, 3), [True, True, False, False], [3, 5, 3, 3], 60),
+        ((1, 1, 1, 1), [True] * 4, [3, 5, 2, 2], 80),
+    ],
+)
+def test_synthetic_tucker_target_is_fitted_at_the_true_ranks(start, adaptive, expect, steps):
+    t = tucker_target()
+    layer = tucker_fit_layer(start if all(adaptive) else (*start[:2], 3, 3), adaptive)
+    losses, ranks = fit(layer, t, steps, lr=0.3, tau=1e-3)
+    assert all(b <= a * (1 + 1e-9) + 1e-20 for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert losses[-1] < 1e-10 * losses[0]
+    assert ranks[-1] == expect
+    assert torch.linalg.norm(layer.dense_weight().detach() - t) < 1e-5
+    for u in layer.factors:
+        assert ortho_err(u) < 1e-10
+    if start == (1, 1, 1, 1):
+        assert ranks[0] == [2, 2, 2, 2]  # ranks grow through augmentation
+
+
+def test_d2_layer_reproduces_plain_matrix_dlrt_step_for_step():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(7)
+    n, m, r, lr, tau = 10, 12, 3, 0.2, 0.05
+    target = torch.randn(n, 4, generator=g, dtype=torch.float64) @ torch.randn(4, m, generator=g, dtype=torch.float64)
+    target += 0.01 * torch.randn(n, m, generator=g, dtype=torch.float64)
+    layer = TuckerLayer.from_module(
+        nn.Linear(m, n, bias=False).double(), False, [r, r], [True, True], [1, 1], [n, n], "random", g
+    )
+    U, V = layer.factors[0].clone(), layer.factors[1].clone()
+    S = layer.core.detach().clone()
+    method = DLRTMethod({"tau": tau})
+    model = nn.Sequential(layer)
+    opt = method.make_optimizer(model, SimpleNamespace(**{**vars(SGD), "lr": lr}))
+    x = torch.eye(m, dtype=torch.float64)
+    for _ in range(15):
+        method.train_step(model, opt, (x, target.T), sq_loss)
+        # plain matrix DLRT, W = U S V^T, loss 0.5 ||W - T||^2, gradient G = W - T
+        G = U @ S @ V.T - target
+        K, L = U @ S - lr * G @ V, V @ S.T - lr * G.T @ U
+        rk = U.shape[1]
+        U2 = torch.linalg.qr(torch.cat([U, K], 1))[0][:, : min(2 * rk, n)]
+        V2 = torch.linalg.qr(torch.cat([V, L], 1))[0][:, : min(2 * rk, m)]
+        S2 = (U2.T @ U) @ S @ (V.T @ V2)
+        S2 = S2 - lr * U2.T @ (U2 @ S2 @ V2.T - target) @ V2
+        P, s, Qh = torch.linalg.svd(S2)
+        tails = torch.tensor([s[k:].norm() for k in range(len(s))])
+        k = max(int((tails > tau * s.norm()).sum()), 1)
+        U, S, V = U2 @ P[:, :k], torch.diag(s[:k]), V2 @ Qh[:k].T
+        assert layer.ranks == [k, k]
+        assert torch.allclose(layer.dense_weight().detach(), U @ S @ V.T, atol=1e-10)
+
+
+def test_amortized_schedule_truncates_every_k_batches_and_at_epoch_end():
+    layer, _ = make_layer("conv_tucker", (4, 3, 3, 3), adaptive=[True, True, False, False], dtype=torch.float32)
+    model = nn.Sequential(layer, nn.Flatten(), nn.Linear(8 * 7 * 7, 3))
+    method = TDLRTMethod({"schedule": "amortized", "amortize_steps": 3, "tau": 0.0})
+    opt = method.make_optimizer(model, SGD)
+    x, y = torch.randn(4, 6, 9, 9), torch.tensor([0, 1, 2, 0])
+    loss_fn = nn.CrossEntropyLoss()
+    seen = []
+    for _ in range(5):
+        method.train_step(model, opt, (x, y), loss_fn)
+        seen.append((layer.augmented, layer.ranks[:2]))
+    assert [a for a, _ in seen] == [True, True, False, True, True]
+    assert seen[0][1] == [8, 6]  # augmented (capped at n_i)
+    method.end_epoch(model, opt, 0)
+    assert not layer.augmented and layer.ranks[2:] == [3, 3]
+
+
+def test_params_validation_layer_stats_and_dtype_move():
+    with pytest.raises(ValueError):
+        TDLRTMethod({"tua": 0.1})
+    with pytest.raises(ValueError):
+        DLRTMethod({"schedule": "sometimes"})
+    for bad in ({"r_max": 1.5}, {"initial_rank": 0}, {"tau": -0.1}, {"initial_rank": "half"}):
+        with pytest.raises(ValueError):
+            TDLRTMethod(bad)
+    assert TDLRTMethod({"r_max": 8, "initial_rank": 0.25}).params.r_max == 8
+    with pytest.raises(ValueError, match="sgd"):
+        DLRTMethod().make_optimizer(nn.Linear(2, 2), SimpleNamespace(**{**vars(SGD), "optimizer": "adam"}))
+    assert TDLRTMethod.resolve_initialization("default") == "random"
+    from harness.models import create_model
+
+    for cls, expect in ((TDLRTMethod, {"3": [25, 10, 5, 5], "7": [250, 250]}), (DLRTMethod, {"3": [25, 25]})):
+        for init in cls.initializations:  # the SVD-based inits on conv2 only (an SVD of fc1 costs seconds here)
+            params = {} if init == "random" else {"layers": ["3"]}
+            model = cls(params, init).prepare(create_model("lenet5"), torch.Generator().manual_seed(0))
+            stats = {s.name: s for s in cls().layer_stats(model) if s.ranks is not None}
+            for name, ranks in expect.items():
+                assert (init != "random" and name not in stats) or stats[name].ranks == ranks
+            s = stats["3"]
+            n = [50, 20, 5, 5] if cls is TDLRTMethod else [50, 500]
+            prod = 1
+            for r in s.ranks:
+                prod *= r
+            assert s.params == sum(a * b for a, b in zip(n, s.ranks, strict=True)) + prod + 50
+            assert s.dense_params == 50 * 20 * 25 + 50 and s.train_params > s.params
+            out = model(torch.randn(2, 1, 28, 28))
+            assert out.shape == (2, 10) and out.std() < 10
+    layer, _ = make_layer("conv_tucker", (3, 4, 2, 3), dtype=torch.float32)
+    layer.to(torch.float64)
+    assert layer.core.dtype == torch.float64 and all(u.dtype == torch.float64 for u in layer.factors)
+
+
+def test_random_init_matches_dense_output_scale():
+    torch.manual_seed(0)
+    dense = nn.Conv2d(20, 50, 5)
+    for tucker, ranks in ((True, [25, 10, 5, 5]), (False, [25, 25])):
+        layer = TuckerLayer.from_module(
+            dense,
+            tucker,
+            ranks,
+            [True, True] + [False] * (len(ranks) - 2),
+            [1] * len(ranks),
+            [50] * len(ranks),
+            "random",
+            torch.Generator(),
+        )
+        x = torch.randn(64, 20, 12, 12)
+        with torch.no_grad():
+            ratio = float(layer(x).std() / dense(x).std())
+        assert 0.7 < ratio < 1.4, ratio
+
+
+def _lenet_run(method: str, params: dict, train_subset: int, epochs: int) -> dict:
+    suite = parse_suite(
+        tiny_suite(
+            methods=[{"name": method, "params": params}],
+            budget={"train_subset": train_subset, "test_subset": 1000},
+            training={"epochs": epochs, "batch_size": 64, "lr": 0.05},
+        )
+    )
+    (run,) = expand(suite)
+    return train_run(run.config, device="cpu")
+
+
+@pytest.mark.parametrize("method", ["dlrt", "tdlrt"])
+def test_lenet5_trains_well_above_chance(method):
+    metrics = _lenet_run(method, {}, 2000, 2)
+    assert metrics["final_acc"] > 0.85
+    assert metrics["compression"] > 0.3
+    assert set(metrics["ranks"]) == {"3", "7"}
+
+
+def test_larger_tau_gives_smaller_ranks_on_lenet5():
+    small = _lenet_run("tdlrt", {"tau": 0.02}, 640, 1)["ranks"]
+    large = _lenet_run("tdlrt", {"tau": 0.4}, 640, 1)["ranks"]
+    assert all(a <= b for name in small for a, b in zip(large[name], small[name], strict=True))
+    assert sum(map(sum, large.values())) < sum(map(sum, small.values()))
