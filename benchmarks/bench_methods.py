@@ -105,9 +105,6 @@ class Quality:
     param_names = ["method"]
     timeout = 600
 
-    def setup_cache(self):
-        return {}
-
     def _run(self, spec):
         from harness.suite import expand, parse_suite
         from harness.train import train_run
