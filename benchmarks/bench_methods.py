@@ -127,3 +127,29 @@ class Quality:
         return self._run(spec)["compression"]
 
     track_compression.unit = "compression rate"
+
+
+class Truncation:
+    """Rank truncation (HOSVD of the augmented cores) of the rank-adaptive methods on the VGG16 block:
+    one basis step augments every layer, then the timed call truncates them all."""
+
+    params = ([s for s in method_presets() if hasattr(METHODS.get(s.split(":")[0]), "truncate")],)
+    param_names = ["method"]
+    number = 1
+    repeat = 5
+    warmup_time = 0
+
+    def setup(self, spec):
+        from harness.suite import Training
+
+        model, x, y, layers = workload("vgg_block")
+        name, preset = spec.split(":")
+        params = {**PRESETS.get(name, {}).get(preset, {}), "schedule": "amortized", "amortize_steps": 1000}
+        self.method = METHODS.get(name)({**params, "layers": layers}, "default")
+        self.model = self.method.prepare(model, torch.Generator().manual_seed(0))
+        opt = self.method.make_optimizer(self.model, Training(lr=0.01))
+        self.method.train_step(self.model, opt, (x, y), nn.CrossEntropyLoss())  # augments, does not truncate
+        self.layers = self.method.tucker_layers(self.model)
+
+    def time_truncate(self, spec):
+        self.method.truncate(self.layers)

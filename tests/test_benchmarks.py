@@ -43,3 +43,18 @@ def test_quality_tracks_return_numbers():
     q = bm.Quality()
     assert 0.5 < q.track_accuracy("full:dense") <= 1.0
     assert q.track_compression("full:dense") == 0.0
+
+
+@pytest.mark.parametrize("spec", bm.Truncation.params[0])
+def test_truncation_benchmark_runs_and_truncates(spec):
+    t = bm.Truncation()
+    t.setup(spec)
+    before = [list(layer.ranks) for layer in t.layers]
+    t.time_truncate(spec)
+    after = [list(layer.ranks) for layer in t.layers]
+    pairs = [(a, b) for ra, rb in zip(after, before, strict=True) for a, b in zip(ra, rb, strict=True)]
+    assert all(a <= b for a, b in pairs) and any(a < b for a, b in pairs)  # the augmented ranks came down
+
+
+def test_truncation_benchmark_covers_rank_adaptive_methods():
+    assert {s.split(":")[0] for s in bm.Truncation.params[0]} >= {"dlrt", "tdlrt"}
