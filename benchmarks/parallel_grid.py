@@ -41,9 +41,13 @@ def main() -> None:
             "training": {"epochs": args.epochs, "batch_size": 64},
             "budget": {"train_subset": args.train_subset, "test_subset": 1000},
         }))
+        single = timed(suite, tmp / "w1t1", "--workers", "1", "--threads", "1")
         one = timed(suite, tmp / "w1", "--workers", "1")
         two = timed(suite, tmp / "w2", "--workers", "2")
-        print(f"grid of {args.runs} runs: 1 worker {one:.1f} s, 2 workers {two:.1f} s, speed-up {one / two:.2f}x")
+        print(f"grid of {args.runs} runs: 1 worker with 1 thread {single:.1f} s, 1 worker with all threads "
+              f"{one:.1f} s, 2 workers {two:.1f} s")
+        print(f"speed-up of 2 workers: {single / two:.2f}x over 1 worker with 1 thread, {one / two:.2f}x over 1 "
+              f"worker using every core for intra-op parallelism")
         if not args.no_ray:
             r = timed(suite, tmp / "ray", "--executor", "ray", "--cpus-per-run", "1")
             print(f"ray (local instance, 2 CPUs, 1 CPU per run): {r:.1f} s, speed-up {one / r:.2f}x")
