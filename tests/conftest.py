@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     return subprocess.run(
         [sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def status_counts(db: Path) -> dict[str, int]:
+    """Runs per status in a store's database, read directly (empty while it does not exist yet)."""
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return dict(con.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        con.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from harness.executors import Options, run_local, run_ray
 from harness.runner import Reporter, plan
 from harness.store import Store
 from harness.suite import expand, parse_suite
-from tests.conftest import tiny_suite
+from tests.conftest import status_counts, tiny_suite
 
 ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
 
@@ -70,18 +69,6 @@ def test_ray_matches_local_and_records_a_raising_task(tmp_path):
         assert [e["epoch"] for e in remote.epochs(r.id)] == [0]
 
 
-def _counts(db):
-    if not db.exists():
-        return {}
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        return dict(con.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
-    except sqlite3.OperationalError:
-        return {}
-    finally:
-        con.close()
-
-
 @pytest.mark.parametrize("how", [["--workers", "2"], ["--executor", "ray"]])
 def test_killed_driver_then_rerun_finishes_without_duplicates(tmp_path, write_suite, how):
     data = tiny_suite(seeds=[0, 1, 2, 3, 4], training={"epochs": 2, "batch_size": 32, "lr": 0.05})
@@ -93,16 +80,16 @@ def test_killed_driver_then_rerun_finishes_without_duplicates(tmp_path, write_su
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline:
-        c = _counts(db)
+        c = status_counts(db)
         if c.get("done", 0) >= 1 and c.get("running", 0) >= 1:
             break
         time.sleep(0.1)
     else:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(f"grid never reached the middle: {_counts(db)}")
+        raise AssertionError(f"grid never reached the middle: {status_counts(db)}")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert _counts(db).get("running", 0) >= 1
+    assert status_counts(db).get("running", 0) >= 1
     time.sleep(1)
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -11,19 +11,7 @@ import time
 
 from harness.store import Store
 from harness.suite import expand, load_suite
-from tests.conftest import tiny_suite
-
-
-def _status(db):
-    if not db.exists():
-        return {}
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        return dict(con.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
-    except sqlite3.OperationalError:
-        return {}
-    finally:
-        con.close()
+from tests.conftest import status_counts, tiny_suite
 
 
 def test_sigkill_mid_grid_then_resume(tmp_path, write_suite):
@@ -36,7 +24,7 @@ def test_sigkill_mid_grid_then_resume(tmp_path, write_suite):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until one run is done and the next is in its epochs
-        st = _status(db)
+        st = status_counts(db)
         con = sqlite3.connect(db, timeout=30) if db.exists() else None
         epochs = (
             con.execute(
@@ -52,10 +40,10 @@ def test_sigkill_mid_grid_then_resume(tmp_path, write_suite):
         time.sleep(0.2)
     else:
         proc.kill()
-        raise AssertionError(f"grid never reached the middle: {_status(db)}")
+        raise AssertionError(f"grid never reached the middle: {status_counts(db)}")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    st = _status(db)
+    st = status_counts(db)
     assert st.get("running") == 1 and st.get("done", 0) >= 1 and st.get("done", 0) < 3
 
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
