@@ -155,12 +155,18 @@ def accuracy_vs_compression(report, out: Path, colors: dict[str, Any]) -> list[P
             quoted = quoted.drop_duplicates(subset=["method", "setting", "citation", "quoted_acc_mean"])
             quoted = quoted[quoted["quoted_compression"].notna()]
             xs += list(quoted["quoted_compression"])
+            legend_seen = set()
             for _, q in quoted.iterrows():
                 c = colors.get(q["method"], "0.5")
+                key = (q["method"], q["citation"])  # one legend entry per method and source
+                label = f"quoted: {q['method']} ({q['citation'][:40]})" if key not in legend_seen else "_nolegend_"
+                legend_seen.add(key)
                 ax.errorbar(q["quoted_compression"], q["quoted_acc_mean"],
                             yerr=None if _nan(q["quoted_acc_std"]) else q["quoted_acc_std"], fmt="*", ms=13,
-                            mfc="none", mec=c, ecolor=c, mew=1.3, capsize=3, zorder=3,
-                            label=f"quoted: {q['method']} {q['setting']} ({q['citation'][:40]})".replace("  ", " "))
+                            mfc="none", mec=c, ecolor=c, mew=1.3, capsize=3, zorder=3, label=label)
+                if q["setting"]:
+                    ax.annotate(str(q["setting"]), (q["quoted_compression"], q["quoted_acc_mean"]),
+                                textcoords="offset points", xytext=(-6, -10), ha="right", fontsize=6, color=c)
         ax.set_xlabel("compression rate (%) = 1 − inference parameters / dense parameters")
         ax.set_ylabel("test accuracy (%), mean ± std over seeds")
         title = f"Accuracy vs compression — {gtitle}"

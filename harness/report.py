@@ -127,6 +127,35 @@ def params_label(params_json: str) -> str:
     return ", ".join(f"{k}={_plain(v)}" for k, v in sorted(params.items()))
 
 
+def short_params_labels(methods: Sequence[str], params: Sequence[str]) -> list[str]:
+    """Display labels naming only what distinguishes a run: the parameters that vary among the runs of its
+    method; for a method run with one setting, the parameters that differ from the method's defaults (when
+    the method is registered here), else all of them."""
+    decoded = [json.loads(p) if isinstance(p, str) else (p or {}) for p in params]
+    by_method: dict[str, list[dict]] = {}
+    for m, d in zip(methods, decoded, strict=True):
+        by_method.setdefault(m, []).append(d)
+    shown: dict[str, list[str] | None] = {}
+    for m, dicts in by_method.items():
+        keys = sorted({k for d in dicts for k in d})
+        varying = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1]
+        if varying:
+            shown[m] = varying
+            continue
+        try:
+            from harness.registry import METHODS
+
+            defaults = METHODS.get(m).Params().model_dump(mode="json")
+            shown[m] = [k for k in keys if k not in defaults or defaults[k] != dicts[0][k]] or None
+        except Exception:  # not registered here, or no defaults: show everything
+            shown[m] = None
+    out = []
+    for m, d in zip(methods, decoded, strict=True):
+        keys = shown[m] if shown[m] is not None else sorted(d)
+        out.append(", ".join(f"{k}={_plain(d[k])}" for k in keys if k in d))
+    return out
+
+
 def summarize_ranks(values: Iterable[Any]) -> str:
     """Final ranks of the runs of one setting (JSON dicts layer -> ranks) as ``layer: r1×r2; ...``.
 
@@ -209,7 +238,7 @@ def label_runs(runs: pd.DataFrame, training_cols: Sequence[str]) -> pd.DataFrame
     order = ["budget.train_subset", "budget.test_subset", "budget.epochs"]
     budget_cols = [c for c in order if c in budget_cols] + [c for c in budget_cols if c not in order]
     runs["budget"] = [budget_label(r, budget_cols) for _, r in runs.iterrows()] if len(runs) else []
-    runs["params_label"] = runs["params"].map(params_label) if len(runs) else []
+    runs["params_label"] = short_params_labels(list(runs["method"]), list(runs["params"])) if len(runs) else []
     multi_init = runs.groupby("method")["initialization"].nunique() > 1 if len(runs) else pd.Series(dtype=bool)
     settings = []
     for _, r in runs.iterrows():
