@@ -54,9 +54,13 @@ def single_threaded() -> Iterator[None]:
 
     On the 2-core CI machine, MKL's threaded SVD of wide matrices (e.g. a 512 x 4608 unfolding) was
     measured 10-15x slower than single-threaded (8 s vs 0.5 s), and worse when the cores are shared.
-    SVD-based decompositions (HOSVD, HOOI, TT-SVD, truncated SVD) therefore run inside this context.
+    SVD-based decompositions (HOSVD, HOOI, TT-SVD, truncated SVD) and the small QR/SVD work of every DLRT/TDLRT
+    step therefore run inside this context.
     """
     n = torch.get_num_threads()
+    if n == 1:  # nothing to change (this sits on the per-step path of dlrt/tdlrt)
+        yield
+        return
     torch.set_num_threads(1)
     try:
         yield

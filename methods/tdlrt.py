@@ -43,24 +43,10 @@ from torch import nn
 
 from harness import LayerStats, Method, register_method
 from harness.optim import build_optimizer
-from methods.common import replace_module, select_layers
+from methods.common import replace_module, select_layers, single_threaded
 
 # --------------------------------------------------------------------------------------------------------------
 # tensor algebra
-
-
-class _SmallLinalg:
-    """Run the small QR/SVD work of a step on one CPU thread: LAPACK on small matrices gains nothing from
-    threads, and on a contended CPU its many thread barriers slow it down by orders of magnitude."""
-
-    def __enter__(self) -> None:
-        self.threads = torch.get_num_threads()
-        if self.threads > 1:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc) -> None:
-        if self.threads > 1:
-            torch.set_num_threads(self.threads)
 
 
 def unfold(t: torch.Tensor, mode: int) -> torch.Tensor:
@@ -184,7 +170,7 @@ class TuckerLayer(nn.Module):
             std = (1.0 / (3.0 * fan_in)) ** 0.5 * (w.numel() / float(torch.tensor(ranks).prod())) ** 0.5
             core = torch.randn(*ranks, generator=generator, dtype=torch.float64).to(w.dtype) * std
         else:  # "decompose" and "spectral" (identical for orthonormal bases: the scale lives in the core)
-            with _SmallLinalg():
+            with single_threaded():
                 core, factors = hosvd(target.to(torch.float64), ranks)
             core, factors = core.to(w.dtype), [u.to(w.dtype) for u in factors]
         for k in range(len(factors)):  # a fixed full-rank mode: absorb its (orthogonal) basis, keep U_k = I
@@ -335,7 +321,7 @@ class TuckerLayer(nn.Module):
         self.saved = None
         c = self.core.detach()
         factors = list(self.factors)
-        with _SmallLinalg():
+        with single_threaded():
             moves = self._augment(c, factors, grads, lr)
         mom = self.core_momentum
         for k, m in moves.items():
@@ -386,7 +372,7 @@ class TuckerLayer(nn.Module):
         """HOSVD truncation of the core in every adaptive mode."""
         c = self.core.detach()
         thr = tau * float(torch.linalg.vector_norm(c))
-        with _SmallLinalg():
+        with single_threaded():
             projs = self._projections(c, thr)
         factors = list(self.factors)
         mom = self.core_momentum
