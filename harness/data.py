@@ -117,11 +117,14 @@ def _find_idx(dirs: list[Path]) -> list[Path] | None:
     return None
 
 
-def _missing(name: str, looked: list[Path], files: tuple[str, ...], how: str) -> DatasetNotFoundError:
+def _missing(
+    name: str, looked: list[Path], files: tuple[str, ...], how: str, download_error: str | None
+) -> DatasetNotFoundError:
     where = "\n".join(f"  - {p}" for p in looked)
+    failed = f"\nDownload failed: {download_error}" if download_error else ""
     return DatasetNotFoundError(
         f"dataset {name!r}: files not found. Looked for {', '.join(files)} (or .gz) in:\n{where}\n"
-        f"How to provide them: {how}\nSet the data root with --data-root DIR or HARNESS_DATA=DIR."
+        f"How to provide them: {how}\nSet the data root with --data-root DIR or HARNESS_DATA=DIR.{failed}"
     )
 
 
@@ -133,7 +136,7 @@ def _try_download(fn: Callable[[], object]) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _load_idx_dataset(name: str, folder: str, dirs: list[Path], root: Path, download: bool, tv_class: str, how: str):
+def _load_idx_dataset(name: str, dirs: list[Path], root: Path, download: bool, tv_class: str, how: str):
     files = _find_idx(dirs)
     error = None
     if files is None and download:
@@ -142,10 +145,7 @@ def _load_idx_dataset(name: str, folder: str, dirs: list[Path], root: Path, down
         error = _try_download(lambda: getattr(tvd, tv_class)(str(root), download=True))
         files = _find_idx(dirs)
     if files is None:
-        exc = _missing(name, dirs, _IDX_FILES, how)
-        if error:
-            exc.args = (exc.args[0] + f"\nDownload failed: {error}",)
-        raise exc
+        raise _missing(name, dirs, _IDX_FILES, how, error)
     x, y, xt, yt = (_read_idx(p) for p in files)
     return x[:, None], y.astype(np.int64), xt[:, None], yt.astype(np.int64)
 
@@ -162,7 +162,6 @@ def _load_idx_dataset(name: str, folder: str, dirs: list[Path], root: Path, down
 def load_mnist(root: Path, download: bool = True):
     return _load_idx_dataset(
         "mnist",
-        "MNIST",
         [root / "MNIST" / "raw"],
         root,
         download,
@@ -186,7 +185,6 @@ FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 def load_fashion_mnist(root: Path, download: bool = True):
     return _load_idx_dataset(
         "fashion_mnist",
-        "FashionMNIST",
         [root / "FashionMNIST" / "raw", FASHION_DEBIAN],
         root,
         download,
@@ -280,16 +278,14 @@ def load_cifar10(root: Path, download: bool = True):
         error = _try_download(lambda: tvd.CIFAR10(str(root), download=True))
     missing = [f for f in CIFAR_FILES if not (folder / f).is_file()]
     if missing:
-        exc = _missing(
+        raise _missing(
             "cifar10",
             [folder],
             CIFAR_FILES,
             "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
             "unpack it into <root> (giving <root>/cifar-10-batches-py/).",
+            error,
         )
-        if error:
-            exc.args = (exc.args[0] + f"\nDownload failed: {error}",)
-        raise exc
     parts = [read_cifar_batch(folder / f) for f in CIFAR_FILES[:5]]
     xt, yt = read_cifar_batch(folder / "test_batch")
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xt, yt

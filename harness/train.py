@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -178,7 +179,7 @@ def train_run(
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - t0
             train_loss = (total / steps).item()
-            if not torch.isfinite(torch.tensor(train_loss)):
+            if not math.isfinite(train_loss):
                 raise DivergedError(_diverged(epoch, steps - 1, training))
             acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
             layers = [s.to_dict() for s in method.layer_stats(model)]
@@ -218,4 +219,3 @@ def _diverged(epoch: int, step: int, training: Training) -> str:
         f"training loss became NaN/inf in epoch {epoch + 1} by step {step + 1} "
         f"(lr {training.lr}); lower the learning rate or add warmup"
     )
-
