@@ -59,7 +59,8 @@ def _parse_budget(items: list[str]) -> dict[str, Any]:
 
 
 def _load(
-    suite: str, budget: list[str] | None = None, models: str | None = None, datasets: str | None = None
+    suite: str, budget: list[str] | None = None, models: str | None = None, datasets: str | None = None,
+    grids: str | None = None,
 ) -> tuple[Path, Suite]:
     path = resolve_suite_path(suite)
     overrides: dict[str, Any] = {}
@@ -70,7 +71,8 @@ def _load(
     if datasets:
         overrides["datasets"] = [d.strip() for d in datasets.split(",") if d.strip()]
     try:
-        return path, load_suite(path, overrides)
+        names = [g.strip() for g in grids.split(",") if g.strip()] if grids else None
+        return path, load_suite(path, overrides, names)
     except SuiteError as exc:
         _fail(str(exc))
         raise  # unreachable
@@ -172,8 +174,14 @@ def run(
             "Recorded with each run.",
         ),
     ] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated models to run instead of the suite's.")] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated models to run instead of the suite's (with grids: a selection of its own)."),
+    ] = None,
     datasets: Annotated[str | None, typer.Option(help="Comma-separated datasets instead of the suite's.")] = None,
+    grids: Annotated[
+        str | None, typer.Option(help="Comma-separated names of the suite's grids to run (the others are left alone).")
+    ] = None,
     download: Annotated[bool, typer.Option(help="Try to download missing datasets.")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs; train nothing.")] = False,
     executor: Annotated[str, typer.Option(help="local (processes on this machine) or ray.")] = "local",
@@ -187,7 +195,7 @@ def run(
     cpus_per_run: Annotated[int, typer.Option(min=1, help="Ray: CPUs each run asks for.")] = 1,
 ) -> None:
     """Expand a suite into runs and train every run not yet done; a killed grid resumes where it stopped."""
-    path, s = _load(suite, budget, models, datasets)
+    path, s = _load(suite, budget, models, datasets, grids)
     runs = expand(s)
     store = Store(results or _default_results(s))
     if dry_run:
@@ -273,6 +281,26 @@ def status(
             )
         elif r["status"] == "running":
             console.print(f"running {r['label']} (host {r['host']}, pid {r['pid']})", highlight=False)
+
+
+@app.command()
+def merge(
+    sources: Annotated[list[Path], typer.Argument(help="Results directories to take finished runs from.")],
+    into: Annotated[Path, typer.Option("--into", help="The results directory that receives them.")],
+) -> None:
+    """Join stores: parts of one grid run on other machines (or by Ray elsewhere) into one results directory.
+
+    A run missing here, or only pending here, takes the other store's result; a run finished in both keeps
+    this one's and archives the other's in the history table. Nothing is overwritten.
+    """
+    dest = Store(into)
+    for src in sources:
+        try:
+            counts = dest.merge_from(Store(src))
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+        console.print(f"{src} -> {into}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()),
+                      highlight=False)
 
 
 def _suite_files() -> list[Path]:

@@ -389,7 +389,7 @@ REFERENCE_FIELDS = ("dataset", "model", "method", "setting", "params", "initiali
 
 
 def _reference_model():
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     class Reference(BaseModel):
         """One published result: accuracy and compression in percent, as papers quote them."""
@@ -402,11 +402,17 @@ def _reference_model():
         setting: str = ""
         params: dict[str, Any] = Field(default_factory=dict)
         initialization: str | None = None
-        acc_mean: float = Field(ge=0, le=100)
+        acc_mean: float | None = Field(None, ge=0, le=100)  # None: the source quotes a compression only
         acc_std: float | None = Field(None, ge=0)
         compression: float | None = Field(None, le=100)
         citation: str
         note: str = ""
+
+        @model_validator(mode="after")
+        def _something_quoted(self):
+            if self.acc_mean is None and self.compression is None:
+                raise ValueError("a reference quotes an accuracy (acc_mean), a compression, or both")
+            return self
 
     return Reference
 
@@ -494,7 +500,7 @@ def compare_references(summary: pd.DataFrame, references: pd.DataFrame) -> pd.Da
                                          f"budget {m['budget']}" if m["budget"] != "none" else "") if x)
             rows.append({**base, "measured": what, "n": m["n"], "acc_mean": m["acc_mean"],
                          "acc_std": m["acc_std"], "compression": m["compression"],
-                         "diff_acc": m["acc_mean"] - ref["acc_mean"]})
+                         "diff_acc": m["acc_mean"] - ref["acc_mean"] if not _missing(ref["acc_mean"]) else None})
     out = pd.DataFrame(rows, columns=cols)
     out["n"] = out["n"].fillna(0).astype(int)
     return out

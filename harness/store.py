@@ -207,6 +207,66 @@ class Store:
                 (status, json.dumps(metrics) if metrics is not None else None, error, time.time(), rid),
             )
 
+    def merge_from(self, other: Store) -> dict[str, int]:
+        """Bring another store's finished runs into this one (e.g. parts of a grid run on other machines).
+
+        A run this store lacks, or holds only as pending, takes the other's row and epochs. A run finished in
+        both keeps this store's result and archives the other's in ``history``: nothing is overwritten. Runs
+        the other store has not finished are added as pending; its history is copied.
+        """
+        if not other.exists():
+            raise FileNotFoundError(f"no results store at {other.path}")
+        if other.path.resolve() == self.path.resolve():
+            raise ValueError(f"cannot merge {self.path} into itself")
+        src = other._connect()
+        try:
+            runs = [dict(r) for r in src.execute("SELECT * FROM runs ORDER BY created, rowid")]
+            epochs: dict[str, list[dict[str, Any]]] = {}
+            for e in src.execute("SELECT * FROM epochs ORDER BY run_id, epoch"):
+                epochs.setdefault(e["run_id"], []).append(dict(e))
+            history = [dict(h) for h in src.execute("SELECT * FROM history")]
+        finally:
+            src.close()
+        counts = {"added": 0, "replaced_pending": 0, "kept_ours": 0, "pending": 0, "history": 0}
+        now = time.time()
+        with self.transaction() as con:
+            for run in runs:
+                mine = con.execute("SELECT status FROM runs WHERE id=?", (run["id"],)).fetchone()
+                finished = run["status"] in ("done", "failed")
+                if not finished:
+                    if mine is None:
+                        con.execute("INSERT INTO runs (id, suite, label, config, status, created) "
+                                    "VALUES (?, ?, ?, ?, 'pending', ?)",
+                                    (run["id"], run["suite"], run["label"], run["config"], run["created"]))
+                        counts["pending"] += 1
+                    continue
+                if mine is not None and mine["status"] in ("done", "failed", "running"):
+                    con.execute(
+                        "INSERT INTO history (run_id, attempts, status, error, metrics, epochs, started, finished, "
+                        "archived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (run["id"], run["attempts"], run["status"], run["error"], run["metrics"],
+                         json.dumps(epochs.get(run["id"], [])), run["started"], run["finished"], now))
+                    counts["kept_ours"] += 1
+                    continue
+                counts["added" if mine is None else "replaced_pending"] += 1
+                cols = list(run)
+                con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                            [run[c] for c in cols])
+                con.execute("DELETE FROM epochs WHERE run_id=?", (run["id"],))
+                for e in epochs.get(run["id"], []):
+                    ecols = list(e)
+                    con.execute(f"INSERT INTO epochs ({', '.join(ecols)}) VALUES ({', '.join('?' * len(ecols))})",
+                                [e[c] for c in ecols])
+            for h in history:
+                seen = con.execute("SELECT 1 FROM history WHERE run_id=? AND archived=?",
+                                   (h["run_id"], h["archived"])).fetchone()
+                if seen is None:
+                    cols = list(h)
+                    con.execute(f"INSERT INTO history ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                [h[c] for c in cols])
+                    counts["history"] += 1
+        return counts
+
     # -- reading ----------------------------------------------------------------------------------
     def runs(self, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """All runs (or the given ones) with config and metrics decoded."""

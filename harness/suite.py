@@ -4,6 +4,10 @@ A suite is a YAML grid: datasets x models x methods (each with its own parameter
 initializations x seeds, with shared training settings and an optional budget. A list value of a
 method parameter means "sweep over these values" (a parameter that itself takes a list is written as a
 list of lists). Each run's identity is a stable hash of its fully resolved configuration.
+
+A suite may instead hold several sub-grids under ``grids:``: each entry takes the suite's keys and replaces
+them (``training`` and ``budget`` are merged key by key), so one file can run LeNet5 on full data beside
+VGG16 under a budget, or the fixed-rank baselines at their own learning rate.
 """
 
 from __future__ import annotations
@@ -96,8 +100,24 @@ def _check_registered(registry, name: str) -> str:
     return name
 
 
+GRID_KEYS = ("datasets", "models", "methods", "initializations", "seeds", "training", "budget")
+
+
+class Grid(Strict):
+    """One sub-grid of a suite: what it names replaces the suite's keys (training, budget: key by key)."""
+
+    name: str = ""
+    datasets: Any = None
+    models: Any = None
+    methods: Any = None
+    initializations: Any = None
+    seeds: Any = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    budget: dict[str, Any] = Field(default_factory=dict)
+
+
 class Suite(Strict):
-    """A YAML grid of runs."""
+    """A YAML grid of runs (or, with ``grids``, several; ``parts`` holds them resolved)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -110,6 +130,8 @@ class Suite(Strict):
     budget: Budget = Field(default_factory=Budget)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     references: str | None = None  # a file of published numbers the report shows beside these
+    grids: list[Grid] | None = None
+    parts: list[Suite] = Field(default_factory=list, exclude=True)
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -237,18 +259,59 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
     """Validate suite data (a dict); raise :class:`SuiteError` listing every problem found."""
     if not isinstance(data, dict):
         raise SuiteError(source, [("", f"a suite must be a mapping of keys, got {type(data).__name__}")])
+    if data.get("grids") is None:
+        suite = _parse_grid(data, source, "")
+        suite.parts = [suite]
+        return suite
+    grids = data["grids"]
+    if not isinstance(grids, list) or not grids:
+        raise SuiteError(source, [("grids", "grids must be a non-empty list of sub-grids")])
+    problems: list[tuple[str, str]] = []
+    parts: list[Suite] = []
+    for i, grid in enumerate(grids):
+        try:
+            Grid.model_validate(grid)
+        except ValidationError as err:
+            problems += _problems(err, f"grids[{i}]")
+            continue
+        try:
+            parts.append(_parse_grid(grid_data(data, grid), source, f"grids[{i}]"))
+        except SuiteError as exc:
+            problems += exc.problems
+    if problems:
+        raise SuiteError(source, list(dict.fromkeys(problems)))
+    top = parts[0].model_copy(update={"grids": [Grid.model_validate(g) for g in grids]})
+    top.parts = parts
+    return top
+
+
+def grid_data(data: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
+    """The suite data of one sub-grid: the suite's keys with the grid's replacing them."""
+    out = {k: v for k, v in data.items() if k != "grids"}
+    for key in GRID_KEYS:
+        if key in ("training", "budget"):
+            out[key] = {**(data.get(key) or {}), **(grid.get(key) or {})}
+        elif grid.get(key) is not None:
+            out[key] = grid[key]
+    return out
+
+
+def _parse_grid(data: dict[str, Any], source: str, prefix: str) -> Suite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as err:
-        raise SuiteError(source, _problems(err)) from None
-    problems = list(dict.fromkeys(_check_methods(suite) + _check_shapes(suite)))  # a sweep repeats them
+        raise SuiteError(source, _problems(err, prefix)) from None
+    found = _check_methods(suite) + _check_shapes(suite)
+    problems = [(f"{prefix}.{loc}" if prefix else loc, msg) for loc, msg in found]
+    problems = list(dict.fromkeys(problems))  # a sweep repeats them
     if problems:
         raise SuiteError(source, problems)
     return suite
 
 
-def load_suite(path: str | Path, overrides: dict[str, Any] | None = None) -> Suite:
-    """Read and validate a suite file; ``overrides`` are merged into its top-level sections."""
+def load_suite(path: str | Path, overrides: dict[str, Any] | None = None, grids: list[str] | None = None) -> Suite:
+    """Read and validate a suite file; ``overrides`` are merged into its top-level sections; ``grids``
+    keeps only the sub-grids of those names."""
     path = Path(path)
     if not path.is_file():
         raise SuiteError(str(path), [("", "file not found")])
@@ -256,24 +319,81 @@ def load_suite(path: str | Path, overrides: dict[str, Any] | None = None) -> Sui
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SuiteError(str(path), [("", f"not valid YAML: {exc}")]) from None
+    if grids and isinstance(data, dict):
+        data = select_grids(data, grids, str(path))
     if overrides and isinstance(data, dict):
         data = apply_overrides(data, overrides)
     return parse_suite(data, str(path))
 
 
+def select_grids(data: dict[str, Any], names: list[str], source: str = "<suite>") -> dict[str, Any]:
+    """The suite data with only the named sub-grids (run identities are unchanged)."""
+    grids = data.get("grids")
+    if not isinstance(grids, list):
+        raise SuiteError(source, [("grids", "this suite has no grids to select from")])
+    known = [g.get("name", "") for g in grids if isinstance(g, dict)]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SuiteError(source, [("grids", f"no grid named {n!r}{did_you_mean(n, known)}; grids: "
+                                            f"{', '.join(known)}") for n in unknown])
+    return {**data, "grids": [g for g in grids if isinstance(g, dict) and g.get("name", "") in names]}
+
+
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge overrides: dict sections (training, budget) are updated key by key, others replaced."""
+    """Merge overrides: dict sections (training, budget) are updated key by key, others replaced.
+
+    In a suite with ``grids``, a dict section is merged into every grid too (the override wins over what
+    a grid sets), and ``models`` / ``datasets`` select among the grids' own: grids left with none are
+    dropped, and a name no grid lists is an error.
+    """
     out = dict(data)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
         else:
             out[key] = value
+    grids = data.get("grids")
+    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
+        return out
+    out = {**out, **{k: data[k] for k in ("models", "datasets") if k in data}}
+    for key in ("models", "datasets"):
+        if key not in data:
+            out.pop(key, None)
+    new_grids = []
+    for grid in grids:
+        g = dict(grid)
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                g[key] = {**(g.get(key) or {}), **value}
+        keep = True
+        for key in ("models", "datasets"):
+            if key in overrides:
+                own = g.get(key) if g.get(key) is not None else data.get(key) or []
+                g[key] = [n for n in own if n in overrides[key]]
+                keep = keep and bool(g[key])
+        if keep:
+            new_grids.append(g)
+    for key in ("models", "datasets"):
+        if key in overrides:
+            listed = {n for g in grids for n in (g.get(key) if g.get(key) is not None else data.get(key) or [])}
+            unknown = [n for n in overrides[key] if n not in listed]
+            if unknown:
+                raise SuiteError("--" + key, [(key, f"{unknown} not in this suite's grids; it has: "
+                                                    f"{', '.join(sorted(listed))}")])
+    out["grids"] = new_grids
     return out
 
 
 def expand(suite: Suite) -> list[RunSpec]:
-    """All runs of a suite, in grid order, without duplicates."""
+    """All runs of a suite (every grid of it), in grid order, without duplicates."""
+    runs: dict[str, RunSpec] = {}
+    for part in suite.parts or [suite]:
+        for spec in _expand_grid(part):
+            runs.setdefault(spec.id, spec)
+    return list(runs.values())
+
+
+def _expand_grid(suite: Suite) -> list[RunSpec]:
     training = suite.training.model_dump()
     budget = suite.budget.model_dump()
     if budget["epochs"] is not None:

@@ -287,6 +287,15 @@ def test_references_csv_and_validation(tmp_path, store):
     with pytest.raises(ReportError, match="not found"):
         load_references(tmp_path / "missing.yaml")
 
+    # a source may quote a compression only; one that quotes neither is refused
+    only = tmp_path / "only.yaml"
+    only.write_text("- {dataset: mnist_subset, model: lenet5, method: dlrt, compression: 95.3, citation: X}\n")
+    c = build_report(store, references=[only]).comparison
+    assert c.loc[0, "quoted_compression"] == 95.3 and c.loc[0, "n"] > 0 and pd.isna(c.loc[0, "diff_acc"])
+    only.write_text("- {dataset: mnist_subset, model: lenet5, method: dlrt, citation: X}\n")
+    with pytest.raises(ReportError, match="acc_mean.*compression"):
+        load_references(only)
+
 
 # ------------------------------------------------------------------------------------------------------
 # outputs

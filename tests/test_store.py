@@ -49,3 +49,44 @@ def test_release_stale_only_frees_dead_processes(tmp_path):
     assert os.getpid() != 2**22 + 12345
     assert s.release_stale() == ["r1"]
     assert {r["id"]: r["status"] for r in s.runs()} == {"r0": "running", "r1": "pending"}
+
+
+def _finish(s: Store, rid: str, acc: float, epochs: int = 2) -> None:
+    s.claim(rid)
+    for e in range(epochs):
+        s.add_epoch(rid, {"epoch": e, "train_loss": 1.0, "test_acc": acc, "layers": []})
+    s.finish(rid, "done", {"final_acc": acc})
+
+
+def test_merge_takes_missing_and_pending_runs_and_never_overwrites(tmp_path):
+    ours, theirs = Store(tmp_path / "a"), Store(tmp_path / "b")
+    ours.add_runs("x", runs(2))  # r0 done here, r1 pending here
+    _finish(ours, "r0", 0.9)
+    theirs.add_runs("x", runs(4))  # r0, r1, r2 done there, r3 still pending there
+    for rid, acc in (("r0", 0.1), ("r1", 0.8), ("r2", 0.7)):
+        _finish(theirs, rid, acc, epochs=3)
+    counts = ours.merge_from(theirs)
+    assert counts == {"added": 1, "replaced_pending": 1, "kept_ours": 1, "pending": 1, "history": 0}
+    by_id = {r["id"]: r for r in ours.runs()}
+    assert by_id["r0"]["metrics"] == {"final_acc": 0.9}  # ours kept ...
+    (h,) = ours.history()
+    assert h["run_id"] == "r0" and '"final_acc": 0.1' in h["metrics"]  # ... theirs archived, not lost
+    assert by_id["r1"]["status"] == "done" and by_id["r1"]["metrics"] == {"final_acc": 0.8}
+    assert len(ours.epochs("r1")) == 3 and len(ours.epochs("r2")) == 3 and len(ours.epochs("r0")) == 2
+    assert by_id["r3"]["status"] == "pending"
+    # merging again changes nothing but archiving the now-duplicate results
+    again = ours.merge_from(theirs)
+    assert again["added"] == again["replaced_pending"] == 0 and ours.counts()["done"] == 3
+
+
+def test_cli_merge_reports_what_it_took(tmp_path):
+    from tests.conftest import run_cli
+
+    ours, theirs = Store(tmp_path / "a"), Store(tmp_path / "b")
+    theirs.add_runs("x", runs(1))
+    _finish(theirs, "r0", 0.5)
+    res = run_cli("merge", str(tmp_path / "b"), "--into", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr and "added 1" in res.stdout
+    assert ours.runs()[0]["metrics"] == {"final_acc": 0.5}
+    missing = run_cli("merge", str(tmp_path / "nowhere"), "--into", str(tmp_path / "a"))
+    assert missing.returncode == 2 and "no results store" in missing.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness.suite import SuiteError, expand, load_suite, parse_suite, run_id, sweep
@@ -115,3 +117,114 @@ def test_shipped_suites_validate():
 
     for path in sorted((ROOT / "suites").glob("*.yaml")):
         assert expand(load_suite(path)), path
+
+
+def _suite_files():
+    from tests.conftest import ROOT
+
+    return sorted((ROOT / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _suite_files(), ids=lambda p: p.name)
+def test_every_suite_expands_to_the_run_count_its_header_documents(path):
+    import re
+
+    header = [line for line in path.read_text().splitlines() if line.startswith("# Runs:")]
+    assert len(header) == 1, f"{path.name}: document the run count in one '# Runs: ... = N runs.' line"
+    documented = int(re.findall(r"(\d+) runs", header[0])[-1])
+    runs = expand(load_suite(path))
+    assert len(runs) == documented and len({r.id for r in runs}) == documented
+
+
+GRIDDED = {
+    "name": "g",
+    "datasets": ["mnist_subset"],
+    "models": ["lenet5"],
+    "seeds": [0, 1],
+    "training": {"epochs": 3, "lr": 0.05, "batch_size": 64},
+    "grids": [
+        {"name": "fast", "methods": ["full", {"name": "dlrt", "params": {"tau": [0.1, 0.2]}}]},
+        {"name": "slow", "methods": ["full", "tucker"], "training": {"lr": 0.01}, "seeds": [0],
+         "budget": {"train_subset": 500}},
+    ],
+}
+
+
+def test_grids_take_the_suites_keys_and_replace_or_merge_them():
+    runs = expand(parse_suite(GRIDDED))
+    assert len(runs) == 3 * 2 + 2 * 1
+    fast = [r for r in runs if r.config["training"]["lr"] == 0.05]
+    slow = [r for r in runs if r.config["training"]["lr"] == 0.01]
+    assert {r.config["method"] for r in fast} == {"full", "dlrt"} and {r.config["seed"] for r in fast} == {0, 1}
+    assert {r.config["method"] for r in slow} == {"full", "tucker"} and {r.config["seed"] for r in slow} == {0}
+    # training merged key by key: the grid's lr, the suite's epochs and batch size
+    assert all(r.config["training"]["epochs"] == 3 and r.config["training"]["batch_size"] == 64 for r in runs)
+    assert all(r.config["budget"]["train_subset"] == 500 for r in slow)
+    assert all(r.config["budget"]["train_subset"] is None for r in fast)
+    # the two dense baselines differ in lr, so they are two runs
+    assert len([r for r in runs if r.config["method"] == "full"]) == 3
+
+
+def test_grid_problems_name_the_grid():
+    import copy
+
+    data = copy.deepcopy(GRIDDED)
+    data["grids"][1]["methods"] = ["tuker"]
+    data["grids"][0]["epochs"] = 3
+    found = problems(data)
+    assert "did you mean 'tucker'" in dict(found)["grids[1].methods[0].name"]
+    assert any(loc == "grids[0]" and "unknown key 'epochs'" in msg for loc, msg in found)
+
+
+def test_select_grids_keeps_identities_and_rejects_unknown_names(write_suite):
+    from harness.suite import select_grids
+
+    path = write_suite(GRIDDED)
+    whole = {r.id for r in expand(load_suite(path))}
+    slow = {r.id for r in expand(load_suite(path, grids=["slow"]))}
+    assert len(slow) == 2 and slow < whole  # the same runs, so their results are shared
+    with pytest.raises(SuiteError, match="no grid named 'slwo'.*did you mean 'slow'"):
+        select_grids(GRIDDED, ["slwo"])
+
+
+def test_budget_override_changes_only_sizes_epochs_and_models():
+    from tests.conftest import ROOT
+
+    path = ROOT / "suites" / "cifar10.yaml"
+    full = expand(load_suite(path))
+    budget = {"train_subset": 500, "test_subset": 200, "epochs": 1}
+    small = expand(load_suite(path, {"budget": budget, "models": ["vgg16"]}))
+
+    def rest(config):  # everything the override may not touch
+        return json.dumps({**config, "budget": None, "training": {**config["training"], "epochs": None}},
+                          sort_keys=True)
+
+    vgg = [r for r in full if r.config["model"] == "vgg16"]
+    assert len(small) == len(vgg) == len(full) // 3
+    assert sorted(rest(r.config) for r in small) == sorted(rest(r.config) for r in vgg)
+    for r in small:  # recorded with each run, and never the same run as an unbudgeted one
+        assert r.config["budget"] == budget and r.config["training"]["epochs"] == 1
+    assert not {r.id for r in small} & {r.id for r in full}
+
+
+def test_budget_override_wins_over_a_grids_own_budget_and_models_select_grids():
+    from tests.conftest import ROOT
+
+    path = ROOT / "suites" / "fashion_mnist.yaml"
+    runs = expand(load_suite(path, {"budget": {"train_subset": 300}, "models": ["vgg16"]}))
+    assert runs and {r.config["model"] for r in runs} == {"vgg16"}
+    assert {r.config["budget"]["train_subset"] for r in runs} == {300}
+    assert {r.config["budget"]["epochs"] for r in runs} == {5}  # the grid's other budget keys stay
+    with pytest.raises(SuiteError, match="alexnet.*not in this suite"):
+        load_suite(path, {"models": ["alexnet"]})
+
+
+def test_cli_runs_only_the_chosen_grids(tmp_path):
+    from tests.conftest import ROOT
+
+    res = run_cli("run", "suites/mnist.yaml", "--grids", "fixed_rank", "--dry-run", "--results", str(tmp_path),
+                  cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "39 runs in suites/mnist.yaml" in res.stdout and "dlrt" not in res.stdout
+    bad = run_cli("run", "suites/mnist.yaml", "--grids", "fixed", "--dry-run", cwd=ROOT)
+    assert bad.returncode == 2 and "did you mean 'fixed_rank'" in bad.stderr
