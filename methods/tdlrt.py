@@ -16,16 +16,21 @@ One optimisation step on one batch (schedule ``every_step``):
 3. truncation: HOSVD of ``C~``; per adaptive mode the smallest rank whose discarded singular values have 2-norm
    at most ``tau * ||C~||_F``, clamped to ``[r_min, r_max]``; ``U_i = U~_i P_i``, ``C = C~ x_i P_i^T``.
 
-Momentum: the core's momentum buffer is transported with the same matrices as the core (``x_i U~_i^T U_i`` on
-augmentation, ``x_i P_i^T`` on truncation). The K-step uses plain SGD (no momentum) with the same step size.
+Optimizers (``training.optimizer``): SGD with momentum (default), Adam or AdamW act on the core and, through the
+torch optimizer, on every non-factorized parameter. Their state is transported with the core: SGD's momentum and
+Adam's first moment by the same matrices as the core (``x_i U~_i^T U_i`` on augmentation, ``x_i P_i^T`` on
+truncation), Adam's second moment by their elementwise squares (non-negative; exact when the gradient's
+coordinates are uncorrelated); Adam's step count carries on. The K-step is a plain gradient step: the augmented
+span ``span[U_i | U_i S_i - lr dL/dK_i] = span[U_i | dL/dK_i]`` does not depend on its step size, so it needs no
+optimizer state.
 
 Initializations: ``random`` (orthonormal random bases, a Gaussian core scaled so that E||W||_F^2 matches
 PyTorch's default dense init, hence the same output scale), ``decompose`` (truncated HOSVD / SVD of the dense
 layer's default init), ``spectral`` (Khodak et al., ICLR 2021: split the singular values evenly between the
 factors; with orthonormal Tucker bases all the scale sits in the core, so this is identical to ``decompose``).
 
-Only ``training.optimizer: sgd`` is supported (rejected otherwise in ``make_optimizer``). With BatchNorm in the
-model, its running statistics see each batch twice on a basis-step batch (two forward passes).
+With BatchNorm in the model, its running statistics see each batch twice on a basis-step batch (two forward
+passes).
 
 Schedule ``amortized``: the basis step and augmentation happen once every ``amortize_steps`` batches; the other
 batches take core-only steps in the augmented bases; truncation follows the last core step of the cycle (and
@@ -129,7 +134,9 @@ class TuckerLayer(nn.Module):
         for k, u in enumerate(factors):
             self.register_buffer(f"U{k}", u.clone().contiguous())
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
-        self.register_buffer("core_momentum", None, persistent=False)
+        self.register_buffer("core_momentum", None, persistent=False)  # SGD momentum, or Adam's first moment
+        self.register_buffer("core_sq", None, persistent=False)  # Adam's second moment
+        self.core_t = 0  # Adam's step count (bias correction)
         self.capture = False
         self.saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.augmented = False
@@ -189,11 +196,33 @@ class TuckerLayer(nn.Module):
     def ranks(self) -> list[int]:
         return list(self.core.shape)
 
-    def set_state(self, core: torch.Tensor, factors: list[torch.Tensor], momentum: torch.Tensor | None) -> None:
+    def set_state(
+        self,
+        core: torch.Tensor,
+        factors: list[torch.Tensor],
+        momentum: torch.Tensor | None,
+        sq: torch.Tensor | None = None,
+    ) -> None:
         self.core = nn.Parameter(core.contiguous())
         for k, u in enumerate(factors):
             setattr(self, f"U{k}", u.contiguous())
         self.core_momentum = momentum
+        self.core_sq = sq
+        if momentum is None and sq is None:
+            self.core_t = 0
+
+    def _moved(self, c: torch.Tensor, moves: dict[int, torch.Tensor]) -> tuple:
+        """Core and optimizer state in new bases: ``x_k M_k`` for the core and first moments; Adam's second
+        moment (elementwise squares) by ``x_k (M_k * M_k)``, exact for a diagonal gradient covariance and
+        always non-negative."""
+        mom, sq = self.core_momentum, self.core_sq
+        for k, m in moves.items():
+            c = mode_mul(c, m, k)
+            if mom is not None:
+                mom = mode_mul(mom, m, k)
+            if sq is not None:
+                sq = mode_mul(sq, m * m, k)
+        return c, mom, sq
 
     def dense_weight(self) -> torch.Tensor:
         w = self.core
@@ -323,12 +352,8 @@ class TuckerLayer(nn.Module):
         factors = list(self.factors)
         with single_threaded():
             moves = self._augment(c, factors, grads, lr)
-        mom = self.core_momentum
-        for k, m in moves.items():
-            c = mode_mul(c, m, k)
-            if mom is not None:
-                mom = mode_mul(mom, m, k)
-        self.set_state(c, factors, mom)
+        c, mom, sq = self._moved(c, moves)
+        self.set_state(c, factors, mom, sq)
         self.augmented = True
 
     def _augment(self, c: torch.Tensor, factors: list[torch.Tensor], grads: dict[int, torch.Tensor], lr: float):
@@ -349,6 +374,29 @@ class TuckerLayer(nn.Module):
         return moves
 
     # -- the core step -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def core_step_adam(
+        self, lr: float, betas: tuple[float, float], eps: float, weight_decay: float = 0.0, decoupled: bool = False
+    ) -> None:
+        """Adam (``decoupled``: AdamW) on the core, as torch.optim.Adam/AdamW compute it."""
+        g = self.core.grad
+        if g is None:
+            return
+        c = self.core
+        if weight_decay and decoupled:
+            c.mul_(1 - lr * weight_decay)
+        elif weight_decay:
+            g = g + weight_decay * c
+        b1, b2 = betas
+        if self.core_momentum is None or self.core_sq is None:
+            self.core_momentum, self.core_sq, self.core_t = torch.zeros_like(c), torch.zeros_like(c), 0
+        self.core_t += 1
+        self.core_momentum.lerp_(g, 1 - b1)
+        self.core_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (self.core_sq / (1 - b2**self.core_t)).sqrt_().add_(eps)
+        c.addcdiv_(self.core_momentum, denom, value=-lr / (1 - b1**self.core_t))
+        c.grad = None
+
     @torch.no_grad()
     def core_step(self, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
         g = self.core.grad
@@ -375,14 +423,10 @@ class TuckerLayer(nn.Module):
         with single_threaded():
             projs = self._projections(c, thr)
         factors = list(self.factors)
-        mom = self.core_momentum
-        new = c
         for k, p in projs.items():
             factors[k] = factors[k] @ p
-            new = mode_mul(new, p.T, k)
-            if mom is not None:
-                mom = mode_mul(mom, p.T, k)
-        self.set_state(new, factors, mom)
+        new, mom, sq = self._moved(c, {k: p.T for k, p in projs.items()})
+        self.set_state(new, factors, mom, sq)
         self.augmented = False
 
     def _projections(self, c: torch.Tensor, thr: float) -> dict[int, torch.Tensor]:
@@ -524,11 +568,6 @@ class _DLRTBase(Method):
         return model
 
     def make_optimizer(self, model: nn.Module, training: Any) -> torch.optim.Optimizer:
-        if training.optimizer != "sgd":
-            raise ValueError(
-                f"method {self.name!r} supports only training.optimizer 'sgd' (its core and basis steps are SGD "
-                f"with momentum), got {training.optimizer!r}"
-            )
         cores = {id(m.core) for m in model.modules() if isinstance(m, TuckerLayer)}
         dense = [p for p in model.parameters() if p.requires_grad and id(p) not in cores]
         if not dense:  # a model made only of factorized layers: the optimizer still carries the step size
@@ -567,9 +606,14 @@ class _DLRTBase(Method):
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
-        momentum, wd = group.get("momentum", 0.0), group.get("weight_decay", 0.0)
-        for layer in layers:
-            layer.core_step(lr, momentum, wd, group.get("nesterov", False))
+        wd = group.get("weight_decay", 0.0)
+        if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+            decoupled = isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
+            for layer in layers:
+                layer.core_step_adam(lr, group["betas"], group["eps"], wd, decoupled)
+        else:
+            for layer in layers:
+                layer.core_step(lr, group.get("momentum", 0.0), wd, group.get("nesterov", False))
         self._phase += 1
         if self._phase >= (p.amortize_steps if p.schedule == "amortized" else 1):
             self.truncate(layers)

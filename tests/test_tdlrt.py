@@ -353,8 +353,9 @@ def test_params_validation_layer_stats_and_dtype_move():
         with pytest.raises(ValueError):
             TDLRTMethod(bad)
     assert TDLRTMethod({"r_max": 8, "initial_rank": 0.25}).params.r_max == 8
-    with pytest.raises(ValueError, match="sgd"):
-        DLRTMethod().make_optimizer(nn.Linear(2, 2), SimpleNamespace(**{**vars(SGD), "optimizer": "adam"}))
+    for name, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
+        opt = DLRTMethod().make_optimizer(nn.Linear(2, 2), SimpleNamespace(**{**vars(SGD), "optimizer": name}))
+        assert type(opt) is cls
     assert TDLRTMethod.resolve_initialization("default") == "random"
     from harness.models import create_model
 
@@ -399,12 +400,66 @@ def test_random_init_matches_dense_output_scale():
         assert 0.7 < ratio < 1.4, ratio
 
 
-def _lenet_run(method: str, params: dict, train_subset: int, epochs: int) -> dict:
+@pytest.mark.parametrize("opt_cls,decoupled", [(torch.optim.Adam, False), (torch.optim.AdamW, True)])
+def test_adam_core_step_is_torch_adam_while_the_bases_stay(opt_cls, decoupled):
+    layer, _ = make_layer("conv_tucker", (4, 3, 3, 3), adaptive=[True, True, False, False], dtype=torch.float64)
+    ref = nn.Parameter(layer.core.detach().clone())
+    opt = opt_cls([ref], lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+        layer.core.grad, ref.grad = grad.clone(), grad.clone()
+        layer.core_step_adam(0.01, (0.9, 0.99), 1e-8, 0.1, decoupled)
+        opt.step()
+    assert torch.allclose(layer.core.detach(), ref.detach(), atol=1e-12)
+    state = opt.state[ref]
+    assert torch.allclose(layer.core_momentum, state["exp_avg"]) and torch.allclose(layer.core_sq, state["exp_avg_sq"])
+
+
+def test_adam_moments_move_with_the_bases():
+    layer, _ = make_layer("conv_tucker", (4, 3, 3, 3), adaptive=[True, True, False, False], dtype=torch.float64)
+    x = sample_input("conv_tucker", torch.float64)
+    layer.core_momentum = torch.randn_like(layer.core.detach())
+    layer.core_sq = torch.rand_like(layer.core.detach())
+    layer.core_t = 7
+
+    def dense(t):
+        for j, u in enumerate(layer.factors):
+            t = mode_mul(t, u, j)
+        return t
+
+    m_dense = dense(layer.core_momentum)
+    layer.capture = True
+    out = layer(x)
+    layer.capture = False
+    (gout,) = torch.autograd.grad((out**2).sum(), [layer.saved[2]])
+    layer.basis_step(gout, lr=0.5)
+    assert layer.core_sq.shape == layer.core.shape == layer.core_momentum.shape
+    assert torch.allclose(dense(layer.core_momentum), m_dense, atol=1e-10)  # the same moment, new coordinates
+    assert (layer.core_sq >= 0).all() and layer.core_t == 7  # bias correction carries on
+    # with square orthogonal moves the squared transport is the diagonal of the rotated covariance: a
+    # permutation moves the second moment exactly
+    perm = torch.eye(layer.core.shape[0], dtype=torch.float64)[torch.randperm(layer.core.shape[0])]
+    c, mom, sq = layer._moved(layer.core.detach(), {0: perm})
+    assert torch.equal(sq, mode_mul(layer.core_sq, perm, 0))
+    assert torch.equal(mom, mode_mul(layer.core_momentum, perm, 0))
+    layer.truncate(0.3)
+    assert layer.core_sq.shape == layer.core.shape and (layer.core_sq >= 0).all()
+
+
+@pytest.mark.parametrize("optimizer,lr", [("adam", 0.002), ("adamw", 0.002)])
+def test_lenet5_trains_with_adam_and_adamw(optimizer, lr):
+    metrics = _lenet_run("tdlrt", {"tau": 0.1}, 2000, 2, optimizer=optimizer, lr=lr)
+    assert metrics["final_acc"] > 0.85 and metrics["compression"] > 0.3
+
+
+def _lenet_run(method: str, params: dict, train_subset: int, epochs: int, optimizer: str = "sgd",
+               lr: float = 0.05) -> dict:
     suite = parse_suite(
         tiny_suite(
             methods=[{"name": method, "params": params}],
             budget={"train_subset": train_subset, "test_subset": 1000},
-            training={"epochs": epochs, "batch_size": 64, "lr": 0.05},
+            training={"epochs": epochs, "batch_size": 64, "lr": lr, "optimizer": optimizer},
         )
     )
     (run,) = expand(suite)
