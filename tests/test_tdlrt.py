@@ -11,7 +11,7 @@ from torch import nn
 
 from harness.suite import expand, parse_suite
 from harness.train import train_run
-from methods.tdlrt import DLRTMethod, TDLRTMethod, TuckerLayer, mode_mul, tail_rank, unfold
+from methods.tdlrt import DLRTMethod, TDLRTMethod, TuckerLayer, left_singular, mode_mul, tail_rank, unfold
 from tests.conftest import tiny_suite
 
 
@@ -479,3 +479,25 @@ def test_larger_tau_gives_smaller_ranks_on_lenet5():
     large = _lenet_run("tdlrt", {"tau": 0.4}, 640, 1)["ranks"]
     assert all(a <= b for name in small for a, b in zip(large[name], small[name], strict=True))
     assert sum(map(sum, large.values())) < sum(map(sum, small.values()))
+
+
+@pytest.mark.parametrize("shape", [(12, 90), (30, 40), (40, 30)])
+def test_left_singular_agrees_with_the_svd(shape):
+    g = torch.Generator().manual_seed(0)
+    rows, cols = shape
+    # a known spectrum with a large dynamic range, as a truncated core has
+    q1 = torch.linalg.qr(torch.randn(rows, rows, generator=g, dtype=torch.float64))[0]
+    q2 = torch.linalg.qr(torch.randn(cols, cols, generator=g, dtype=torch.float64))[0]
+    k = min(shape)
+    sigma = torch.logspace(1, -4, k, dtype=torch.float64)
+    m = (q1[:, :k] * sigma) @ q2[:, :k].T
+    m32 = m.float()
+    u, s = left_singular(m32)
+    assert u.shape == (rows, rows) and s.shape == (rows,) and s.dtype == torch.float32
+    assert ortho_err(u) < 1e-5
+    assert torch.allclose(s[:k].double(), sigma, rtol=1e-3, atol=1e-5 * float(sigma[0]))
+    assert torch.all(s[:-1] >= s[1:])
+    for r in (1, 3, k // 2):  # the leading subspaces are the SVD's
+        p = u[:, :r].double()
+        ref = q1[:, :r]
+        assert torch.linalg.norm(p @ p.T - ref @ ref.T) < 1e-4
