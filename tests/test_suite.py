@@ -228,3 +228,22 @@ def test_cli_runs_only_the_chosen_grids(tmp_path):
     assert "39 runs in suites/mnist.yaml" in res.stdout and "dlrt" not in res.stdout
     bad = run_cli("run", "suites/mnist.yaml", "--grids", "fixed", "--dry-run", cwd=ROOT)
     assert bad.returncode == 2 and "did you mean 'fixed_rank'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_cifar10_suite_runs_on_a_cpu_under_a_command_line_budget(tmp_path):
+    """The GPU suite, unedited, on a CPU: one model, one grid, a budget of 40 images and one epoch."""
+    from tests.conftest import ROOT, status_counts
+    from tests.test_data import write_cifar
+
+    write_cifar(tmp_path / "data", n=40)
+    res = run_cli("run", "suites/cifar10.yaml", "--models", "vgg16", "--grids", "paper_lr", "--budget",
+                  "train_subset=40", "--budget", "test_subset=40", "--budget", "epochs=1", "--device", "cpu",
+                  "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "r"), cwd=ROOT, timeout=1200)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert status_counts(tmp_path / "r" / "results.sqlite") == {"done": 21}  # (full + 3 dlrt + 3 tdlrt) x 3 seeds
+    from harness.store import Store
+
+    for run in Store(tmp_path / "r").runs():
+        assert run["config"]["budget"] == {"train_subset": 40, "test_subset": 40, "epochs": 1}
+        assert run["config"]["training"]["epochs"] == 1 and run["config"]["model"] == "vgg16"
