@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+from pathlib import Path
 
 import torch
-from factorized_step import step_times
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # imported here, not at module level: asv imports
+    from factorized_step import step_times  # every file in benchmarks/ as a module when it discovers benchmarks
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10, help="timed steps per configuration and round (default 10)")
     ap.add_argument("--warmup", type=int, default=2)
