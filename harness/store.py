@@ -79,6 +79,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _insert(con: sqlite3.Connection, table: str, row: dict[str, Any], replace: bool = False) -> None:
+    """Insert a row given as a column -> value mapping (the columns are the store's own)."""
+    cols = list(row)
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    con.execute(f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [row[c] for c in cols])
+
+
+def _archive(con: sqlite3.Connection, run: Any, epochs: list[dict[str, Any]], now: float) -> None:
+    """Keep a run's result and epochs in ``history`` (before it is reset, or when a merge keeps ours)."""
+    _insert(con, "history", {"run_id": run["id"], "attempts": run["attempts"], "status": run["status"],
+                             "error": run["error"], "metrics": run["metrics"], "epochs": json.dumps(epochs),
+                             "started": run["started"], "finished": run["finished"], "archived": now})
+
+
 class Store:
     """Access to one results directory's database."""
 
@@ -146,21 +161,7 @@ class Store:
                 if row is None or row["status"] not in ("done", "failed"):
                     continue
                 epochs = [dict(e) for e in con.execute("SELECT * FROM epochs WHERE run_id=? ORDER BY epoch", (rid,))]
-                con.execute(
-                    "INSERT INTO history (run_id, attempts, status, error, metrics, epochs, started, finished, "
-                    "archived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        rid,
-                        row["attempts"],
-                        row["status"],
-                        row["error"],
-                        row["metrics"],
-                        json.dumps(epochs),
-                        row["started"],
-                        row["finished"],
-                        now,
-                    ),
-                )
+                _archive(con, row, epochs, now)
                 con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
                 con.execute("UPDATE runs SET status='pending', error=NULL, metrics=NULL WHERE id=?", (rid,))
 
@@ -241,29 +242,19 @@ class Store:
                         counts["pending"] += 1
                     continue
                 if mine is not None and mine["status"] in ("done", "failed", "running"):
-                    con.execute(
-                        "INSERT INTO history (run_id, attempts, status, error, metrics, epochs, started, finished, "
-                        "archived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (run["id"], run["attempts"], run["status"], run["error"], run["metrics"],
-                         json.dumps(epochs.get(run["id"], [])), run["started"], run["finished"], now))
+                    _archive(con, run, epochs.get(run["id"], []), now)
                     counts["kept_ours"] += 1
                     continue
                 counts["added" if mine is None else "replaced_pending"] += 1
-                cols = list(run)
-                con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                            [run[c] for c in cols])
+                _insert(con, "runs", run, replace=True)
                 con.execute("DELETE FROM epochs WHERE run_id=?", (run["id"],))
                 for e in epochs.get(run["id"], []):
-                    ecols = list(e)
-                    con.execute(f"INSERT INTO epochs ({', '.join(ecols)}) VALUES ({', '.join('?' * len(ecols))})",
-                                [e[c] for c in ecols])
+                    _insert(con, "epochs", e)
             for h in history:
                 seen = con.execute("SELECT 1 FROM history WHERE run_id=? AND archived=?",
                                    (h["run_id"], h["archived"])).fetchone()
                 if seen is None:
-                    cols = list(h)
-                    con.execute(f"INSERT INTO history ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                                [h[c] for c in cols])
+                    _insert(con, "history", h)
                     counts["history"] += 1
         return counts
 

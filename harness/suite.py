@@ -268,9 +268,10 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
         raise SuiteError(source, [("grids", "grids must be a non-empty list of sub-grids")])
     problems: list[tuple[str, str]] = []
     parts: list[Suite] = []
+    checked: list[Grid] = []
     for i, grid in enumerate(grids):
         try:
-            Grid.model_validate(grid)
+            checked.append(Grid.model_validate(grid))
         except ValidationError as err:
             problems += _problems(err, f"grids[{i}]")
             continue
@@ -280,7 +281,7 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
             problems += exc.problems
     if problems:
         raise SuiteError(source, list(dict.fromkeys(problems)))
-    top = parts[0].model_copy(update={"grids": [Grid.model_validate(g) for g in grids]})
+    top = parts[0].model_copy(update={"grids": checked})
     top.parts = parts
     return top
 
@@ -346,41 +347,35 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     a grid sets), and ``models`` / ``datasets`` select among the grids' own: grids left with none are
     dropped, and a name no grid lists is an error.
     """
+    grids = data.get("grids")
+    gridded = isinstance(grids, list) and all(isinstance(g, dict) for g in grids)
+    selections = {k: overrides[k] for k in ("models", "datasets") if k in overrides} if gridded else {}
     out = dict(data)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
-        else:
+        elif key not in selections:
             out[key] = value
-    grids = data.get("grids")
-    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
+    if not gridded:
         return out
-    out = {**out, **{k: data[k] for k in ("models", "datasets") if k in data}}
-    for key in ("models", "datasets"):
-        if key not in data:
-            out.pop(key, None)
-    new_grids = []
+    listed: dict[str, set[str]] = {k: set() for k in selections}
+    out["grids"] = []
     for grid in grids:
         g = dict(grid)
         for key, value in overrides.items():
             if isinstance(value, dict):
                 g[key] = {**(g.get(key) or {}), **value}
-        keep = True
-        for key in ("models", "datasets"):
-            if key in overrides:
-                own = g.get(key) if g.get(key) is not None else data.get(key) or []
-                g[key] = [n for n in own if n in overrides[key]]
-                keep = keep and bool(g[key])
-        if keep:
-            new_grids.append(g)
-    for key in ("models", "datasets"):
-        if key in overrides:
-            listed = {n for g in grids for n in (g.get(key) if g.get(key) is not None else data.get(key) or [])}
-            unknown = [n for n in overrides[key] if n not in listed]
-            if unknown:
-                raise SuiteError("--" + key, [(key, f"{unknown} not in this suite's grids; it has: "
-                                                    f"{', '.join(sorted(listed))}")])
-    out["grids"] = new_grids
+        for key, wanted in selections.items():
+            own = g.get(key) if g.get(key) is not None else data.get(key) or []
+            listed[key].update(own)
+            g[key] = [n for n in own if n in wanted]
+        if all(g[k] for k in selections):
+            out["grids"].append(g)
+    for key, wanted in selections.items():
+        unknown = [n for n in wanted if n not in listed[key]]
+        if unknown:
+            raise SuiteError("--" + key, [(key, f"{unknown} not in this suite's grids; it has: "
+                                                f"{', '.join(sorted(listed[key]))}")])
     return out
 
 
