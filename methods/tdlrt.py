@@ -7,12 +7,17 @@ weights are (out, in). TDLRT keeps conv kernels as 4-mode Tucker tensors (out, i
 One optimisation step on one batch (schedule ``every_step``):
 
 1. basis step, all modes from one forward/backward: ``Mat_i(C)^T = Q_i R_i``, ``K_i = U_i R_i^T`` (W unchanged),
-   ``dL/dK_i = A_i Q_i`` with ``A_i = Mat_i((dL/dW) x_{j != i} U_j^T)`` computed from the layer's captured
-   activations and output gradient (never forming dL/dW for convs, never inverting ``R_i``); plain SGD step on
-   ``K_i``; augmentation ``U~_i = orth([U_i | K_i])`` with at most ``min(2 r_i, n_i)`` columns; the core is
-   carried over, ``C~ = C x_i (U~_i^T U_i)``, so the layer's function is unchanged;
-2. Galerkin core step, a second forward/backward: SGD (with the suite's momentum, Nesterov and weight decay) on
-   ``C~`` with the bases fixed; the same pass steps every non-factorized parameter through the torch optimizer;
+   ``dL/dK_i = A_i Q_i`` with ``A_i = Mat_i((dL/dW) x_{j != i} U_j^T)``, computed from the layer's captured
+   activations and output gradient (never forming dL/dW for convs, never inverting ``R_i``; for the channel
+   modes of a Tucker conv as the gradient of the layer with ``K_i`` as its factor, one core-sized convolution);
+   plain SGD step on ``K_i``; augmentation ``U~_i = orth([U_i | K_i])`` with at most ``min(2 r_i, n_i)``
+   columns; the core is carried over, ``C~ = C x_i (U~_i^T U_i)``, so the layer's function is unchanged;
+2. Galerkin core step: SGD (with the suite's momentum, Nesterov and weight decay) on ``C~`` with the bases
+   fixed, and the step of every non-factorized parameter through the torch optimizer. Its gradient at the
+   augmented point is ``dL/dC~ = (dL/dW) x_i U~_i^T``: because augmentation leaves W (and so the loss on this
+   batch) unchanged, dL/dW is the one of the first pass, and the same captured activations give it. This is
+   exactly what a second forward/backward through the augmented layers would compute (a test checks it), at
+   the price of one weight-gradient contraction per layer instead of a whole second pass;
 3. truncation: HOSVD of ``C~``; per adaptive mode the smallest rank whose discarded singular values have 2-norm
    at most ``tau * ||C~||_F``, clamped to ``[r_min, r_max]``; ``U_i = U~_i P_i``, ``C = C~ x_i P_i^T``.
 
@@ -28,9 +33,6 @@ Initializations: ``random`` (orthonormal random bases, a Gaussian core scaled so
 PyTorch's default dense init, hence the same output scale), ``decompose`` (truncated HOSVD / SVD of the dense
 layer's default init), ``spectral`` (Khodak et al., ICLR 2021: split the singular values evenly between the
 factors; with orthonormal Tucker bases all the scale sits in the core, so this is identical to ``decompose``).
-
-With BatchNorm in the model, its running statistics see each batch twice on a basis-step batch (two forward
-passes).
 
 Schedule ``amortized``: the basis step and augmentation happen once every ``amortize_steps`` batches; the other
 batches take core-only steps in the augmented bases; truncation follows the last core step of the cycle (and
@@ -59,9 +61,28 @@ def unfold(t: torch.Tensor, mode: int) -> torch.Tensor:
     return t.movedim(mode, 0).reshape(t.shape[mode], -1)
 
 
+def fold(m: torch.Tensor, mode: int, shape: list[int]) -> torch.Tensor:
+    """Inverse of ``unfold``: the tensor of ``shape`` whose mode-``mode`` unfolding is ``m``."""
+    rest = [s for j, s in enumerate(shape) if j != mode]
+    return m.reshape(shape[mode], *rest).movedim(0, mode)
+
+
 def mode_mul(t: torch.Tensor, m: torch.Tensor, mode: int) -> torch.Tensor:
     """``t x_mode m``: multiply mode ``mode`` of ``t`` by the matrix ``m`` (p x t.shape[mode])."""
     return torch.tensordot(m, t, dims=([1], [mode])).movedim(0, mode)
+
+
+def pair_channels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum over batch and pixels of a[:, i] b[:, j]`` for (batch, channels, h, w) tensors: the weight gradient
+    of a 1x1 convolution, which is how it is computed (faster than an einsum, which copies to transpose)."""
+    return torch.nn.grad.conv2d_weight(b, (a.shape[1], b.shape[1], 1, 1), a)[:, :, 0, 0]
+
+
+def padded(t: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """``t`` in the leading corner of a zero tensor of ``shape``."""
+    out = t.new_zeros(shape)
+    out[tuple(slice(0, s) for s in t.shape)] = t
+    return out
 
 
 def tail_rank(sigma: torch.Tensor, threshold: float) -> int:
@@ -339,7 +360,7 @@ class TuckerLayer(nn.Module):
         o, i, kh, kw = self.dense_shape
         if self.structure == "conv_matrix":
             if 0 in modes:
-                out[0] = torch.einsum("bohw,brhw->or", g_out, x_t)
+                out[0] = pair_channels(g_out, x_t)
             if 1 in modes:
                 gw = torch.nn.grad.conv2d_weight(x, (g_b.shape[1], i, kh, kw), g_b, **conv)
                 out[1] = gw.reshape(gw.shape[0], -1).T
@@ -362,39 +383,106 @@ class TuckerLayer(nn.Module):
                 out[3] = unfold(torch.einsum("abhw,hp->abpw", gk, u[2]), 3)
         return out
 
+    def k_grads(self, g_out: torch.Tensor, qs: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """``dL/dK_i = A_i Q_i`` for the modes in ``qs`` (``Mat_i(C)^T = Q_i R_i``), from the captured pass.
+
+        For the channel modes of a Tucker conv it is the gradient of the layer written with ``K_i`` as its
+        factor and ``fold_i(Q_i^T)`` as its core, at the cost of one core-sized convolution: mode 0 pairs the
+        output gradient with ``conv(x_t, fold_0(Q_0^T))``, mode 1 pairs the input with the gradient pushed back
+        through ``fold_1(Q_1^T)``. Never forms ``A_i`` there (an ``n_i``-channel weight gradient); other modes
+        and structures use ``A_i`` from ``mode_grads``."""
+        assert self.saved is not None, "k_grads needs a captured forward pass"
+        x, x_t, _ = self.saved
+        out: dict[int, torch.Tensor] = {}
+        fast = (0, 1) if self.structure == "conv_tucker" else ()
+        rest = [k for k in qs if k not in fast]
+        if rest:
+            out = {k: a @ qs[k] for k, a in self.mode_grads(g_out, rest).items()}
+        if not any(k in qs for k in fast):
+            return out
+        u = self.factors
+        conv = dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+        shape = self.ranks
+
+        def kernel(k: int) -> torch.Tensor:
+            q = qs[k]
+            core = fold(q.T, k, [q.shape[1] if j == k else s for j, s in enumerate(shape)])
+            return core if self.fixed_spatial else torch.einsum("abhw,ph,qw->abpq", core, u[2], u[3])
+
+        if 0 in qs:
+            y = F.conv2d(x_t, kernel(0), None, **conv)
+            out[0] = pair_channels(g_out, y)
+        if 1 in qs:
+            g_b = F.conv2d(g_out, u[0].T[:, :, None, None])
+            e = kernel(1)
+            g_x = torch.nn.grad.conv2d_input((x.shape[0], e.shape[1], *x.shape[2:]), e, g_b, **conv)
+            out[1] = pair_channels(x, g_x)
+        return out
+
+    def augmented_core_grad(self, x: torch.Tensor, x_t: torch.Tensor, g_out: torch.Tensor) -> torch.Tensor:
+        """``dL/dC~ = (dL/dW) x_i U~_i^T`` at the current (augmented) bases from the captured pass's input
+        ``x``, contracted input ``x_t`` (in the bases before augmentation, which are the first columns of the
+        new ones) and output gradient. Augmentation leaves ``W`` unchanged, so this is exactly the gradient a
+        second forward/backward through the augmented layer would give on the same batch."""
+        u = self.factors
+        r_old = x_t.shape[-1] if self.structure == "linear" else x_t.shape[1]
+        extra = u[1][:, r_old:]
+        if self.structure == "linear":
+            xt = torch.cat([x_t, x @ extra], -1).reshape(-1, u[1].shape[1])
+            return (g_out.reshape(-1, self.n[0]) @ u[0]).T @ xt
+        conv = dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+        if self.structure == "conv_matrix":
+            if extra.shape[1]:
+                x_t = torch.cat([x_t, F.conv2d(x, extra.T.reshape(-1, *self.dense_shape[1:]), None, **conv)], 1)
+            return u[0].T @ pair_channels(g_out, x_t)
+        if extra.shape[1]:
+            x_t = torch.cat([x_t, F.conv2d(x, extra.T[:, :, None, None])], 1)
+        g_b = F.conv2d(g_out, u[0].T[:, :, None, None])
+        o, i, kh, kw = self.dense_shape
+        gw = torch.nn.grad.conv2d_weight(x_t, (g_b.shape[1], x_t.shape[1], kh, kw), g_b, **conv)
+        return gw if self.fixed_spatial else torch.einsum("oahw,hp,wq->oapq", gw, u[2], u[3])
+
     def augmentable_modes(self) -> list[int]:
         return [k for k in range(self.d) if self.adaptive[k] and self.core.shape[k] < self.n[k]]
 
     @torch.no_grad()
     def basis_step(self, g_out: torch.Tensor | None, lr: float) -> None:
-        """K-step on every augmentable mode (plain SGD), augmentation, Galerkin carry-over of the core."""
-        modes = self.augmentable_modes() if g_out is not None else []
-        grads = self.mode_grads(g_out, modes) if modes else {}
-        self.saved = None
+        """K-step on every augmentable mode (plain SGD), augmentation, Galerkin carry-over of the core, and the
+        core's gradient at the augmented bases (``core.grad``, for the core step that follows)."""
+        assert self.saved is not None, "basis_step needs a captured forward pass"
+        x, x_t, _ = self.saved
         c = self.core.detach()
+        modes = self.augmentable_modes() if g_out is not None else []
+        with single_threaded():
+            qrs = {k: torch.linalg.qr(unfold(c, k).T) for k in modes}  # Mat_k(C)^T = Q R: S_k = R^T
+        grads = self.k_grads(g_out, {k: q for k, (q, _) in qrs.items()}) if modes else {}
+        self.saved = None
         factors = list(self.factors)
         with single_threaded():
-            moves = self._augment(c, factors, grads, lr)
-        c, mom, sq = self._moved(c, moves)
+            self._augment(factors, qrs, grads, lr)
+        # U~_k = [U_k | new columns], so U~_k^T U_k = [I; 0]: the core and the optimizer state carried over to
+        # the new bases are the old ones padded with zeros (exact, and free)
+        shape = [u.shape[1] for u in factors]
+        c, mom, sq = (None if t is None else padded(t, shape) for t in (c, self.core_momentum, self.core_sq))
         self.set_state(c, factors, mom, sq)
         self.augmented = True
+        if g_out is not None:
+            self.core.grad = self.augmented_core_grad(x, x_t, g_out)
 
-    def _augment(self, c: torch.Tensor, factors: list[torch.Tensor], grads: dict[int, torch.Tensor], lr: float):
-        """K-step and basis augmentation per mode; updates ``factors`` in place, returns U~_k^T U_k."""
-        moves: dict[int, torch.Tensor] = {}
-        for k, a in grads.items():
-            q, r = torch.linalg.qr(unfold(c, k).T)  # Mat_k(C)^T = Q R, so Mat_k(C) = R^T Q^T: S_k = R^T
+    def _augment(self, factors: list[torch.Tensor], qrs: dict, grads: dict[int, torch.Tensor], lr: float) -> None:
+        """K-step and basis augmentation per mode, in place in ``factors``: ``U~_k = [U_k | U_k^perp]``, the
+        old basis (re-orthonormalized) first."""
+        for k, g in grads.items():
+            r = qrs[k][1]
             u = factors[k]
-            knew = u @ r.T - lr * (a @ q)  # K_k = U_k S_k; dL/dK_k = A_k Q_k
+            knew = u @ r.T - lr * g  # K_k = U_k S_k, one SGD step
             m = min(2 * u.shape[1], self.n[k], u.shape[1] + knew.shape[1])
             qa, ra = torch.linalg.qr(torch.cat([u, knew], 1))
             sign = torch.sign(torch.diagonal(ra)[: u.shape[1]])
             sign[sign == 0] = 1
             qa = qa[:, :m].clone()
             qa[:, : u.shape[1]] *= sign  # the first columns are U_k itself (R_11 = diag(+-1))
-            moves[k] = qa.T @ u
             factors[k] = qa
-        return moves
 
     # -- the core step -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -608,8 +696,10 @@ class _DLRTBase(Method):
         layers = self.tucker_layers(model)
         group = optimizer.param_groups[0]
         lr = group["lr"]
-        first = None
+        optimizer.zero_grad(set_to_none=True)
         if self._phase == 0 and layers:
+            # one forward/backward serves the basis step and the core step: the output gradients of the
+            # factorized layers and the gradients of every non-factorized parameter
             for layer in layers:
                 layer.capture = True
             try:
@@ -618,14 +708,15 @@ class _DLRTBase(Method):
                 for layer in layers:
                     layer.capture = False
             outs = [layer.saved[2] for layer in layers]  # type: ignore[index]
-            grads = torch.autograd.grad(loss, outs, allow_unused=True)
-            for layer, g in zip(layers, grads, strict=True):
-                layer.basis_step(g, lr)
-            first = loss.detach()
-        # Galerkin core step (and the step of every non-factorized parameter)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
+            dense = [q for g in optimizer.param_groups for q in g["params"] if q.requires_grad]
+            grads = torch.autograd.grad(loss, outs + dense, allow_unused=True)
+            for q, g in zip(dense, grads[len(outs) :], strict=True):
+                q.grad = g
+            for layer, g in zip(layers, grads[: len(outs)], strict=True):
+                layer.basis_step(g, lr)  # sets the core's gradient at the augmented bases
+        else:  # a core-only step (amortized schedule, mid-cycle) at the current bases
+            loss = loss_fn(model(x), y)
+            loss.backward()
         optimizer.step()
         wd = group.get("weight_decay", 0.0)
         if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
@@ -638,7 +729,7 @@ class _DLRTBase(Method):
         self._phase += 1
         if self._phase >= (p.amortize_steps if p.schedule == "amortized" else 1):
             self.truncate(layers)
-        return first if first is not None else loss.detach()
+        return loss.detach()
 
     def truncate(self, layers: list[TuckerLayer]) -> None:
         for layer in layers:

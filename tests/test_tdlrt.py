@@ -114,6 +114,11 @@ def test_forward_matches_dense_weight_and_mode_grads_match_autograd(structure, r
                 t = mode_mul(t, u, j)
         (g_k,) = torch.autograd.grad((dense_forward(layer, t.reshape(layer.dense_shape), x) * weights).sum(), [k])
         assert torch.allclose(got[i] @ q, g_k, atol=1e-10), i
+    # the K-gradients the basis step uses (core-sized convolutions for Tucker channel modes) are the same
+    qs = {i: torch.linalg.qr(unfold(layer.core.detach(), i).T)[0] for i in modes}
+    fast = layer.k_grads(g_out, qs)
+    for i in modes:
+        assert torch.allclose(fast[i], got[i] @ qs[i], atol=1e-10), i
 
 
 @pytest.mark.parametrize("structure,ranks,conv", CASES)
@@ -158,6 +163,27 @@ def test_augmentation_keeps_function_and_orthonormal_bases_and_momentum(structur
     for j, u in enumerate(layer.factors):
         moved = mode_mul(moved, u, j)
     assert torch.allclose(moved, mom_dense, atol=1e-5)
+
+
+@pytest.mark.parametrize("structure,ranks,conv", CASES + [("conv_tucker", (3, 4, 3, 3), dict(padding=1))])
+def test_core_gradient_at_augmented_bases_equals_a_second_pass(structure, ranks, conv):
+    """The basis step leaves dL/dC~ in ``core.grad``, computed from the first pass: it must equal the gradient
+    a second forward/backward through the augmented layer gives on the same input."""
+    adaptive = [True, True, False, False] if len(ranks) == 4 and ranks[2:] == (3, 3) else None
+    layer, _ = make_layer(structure, ranks, adaptive=adaptive, **conv)
+    assert layer.fixed_spatial == (adaptive is not None)
+    x = sample_input(structure)
+    weights = torch.randn_like(layer(x))
+    layer.capture = True
+    out = layer(x)
+    layer.capture = False
+    (g,) = torch.autograd.grad((torch.tanh(out) * weights).sum(), [layer.saved[2]])
+    layer.basis_step(g, lr=0.3)
+    got = layer.core.grad.clone()
+    assert got.shape == layer.core.shape and layer.ranks != list(ranks)  # augmented
+    layer.core.grad = None
+    (torch.tanh(layer(x)) * weights).sum().backward()
+    assert torch.allclose(got, layer.core.grad, atol=1e-10)
 
 
 def test_truncation_bounds_ranks_and_fixed_modes():
