@@ -1,7 +1,10 @@
 """Grid wall time with 1 and 2 local workers (and Ray on 2 CPUs), printed as speed-ups over 1 worker.
 
 Each measurement trains the same small grid (LeNet5 on the embedded MNIST subset) into a fresh store
-through the CLI, so process start-up and store writes are counted.
+through the CLI, so process start-up and store writes are counted. First it measures the machine's own ceiling:
+the same single-threaded compute (float32 matrix products) once alone and then twice at once; the work done per
+second by two processes over one is the most any two workers can gain here (near 2 on two physical cores, far
+less when the two CPUs are hyperthreads of one core or the host is busy).
 
     python benchmarks/parallel_grid.py [--runs 8] [--epochs 2] [--train-subset 3000] [--no-ray]
 """
@@ -25,6 +28,24 @@ def timed(suite: Path, out: Path, *extra: str) -> float:
     return time.perf_counter() - t0
 
 
+COMPUTE = ("import torch; torch.set_num_threads(1); a = torch.randn(768, 768); b = a.clone()\n"
+           "for _ in range({n}): b = a @ b / 30")
+
+
+def ceiling(n: int = 600) -> tuple[float, float, float]:
+    """Seconds of one single-threaded compute process alone, of two at once, and the throughput ratio."""
+    cmd = [sys.executable, "-c", COMPUTE.format(n=n)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(cmd) for _ in range(2)]
+    for p in procs:
+        p.wait()
+    two = time.perf_counter() - t0
+    return one, two, 2 * one / two
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=8)
@@ -32,6 +53,9 @@ def main() -> None:
     ap.add_argument("--train-subset", type=int, default=3000)
     ap.add_argument("--no-ray", action="store_true")
     args = ap.parse_args()
+    one, two, ratio = ceiling()
+    print(f"machine ceiling: one compute process {one:.1f} s, two at once {two:.1f} s: {ratio:.2f}x the work "
+          "per second")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         suite = tmp / "grid.yaml"

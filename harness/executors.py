@@ -1,7 +1,8 @@
 """Executors: who trains the pending runs of a grid. The store stays the single source of truth.
 
 * ``local`` (default): ``workers`` processes on this machine, each claiming runs atomically from the
-  store and pinned to its share of the CPU threads (or to one GPU each when several are visible).
+  store and pinned to its share of the CPUs: its own ``threads`` cores (CPU affinity, where the OS allows it)
+  and that many torch threads (and to one GPU each when several are visible).
   ``workers=1`` trains in this process.
 * ``ray``: each pending run becomes a Ray task with its resource needs; the driver claims the run,
   collects the task's result and writes it to the store. A task that raises or dies (worker lost, OOM)
@@ -41,12 +42,29 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def cpu_shares(available: list[int], workers: int, threads: int) -> list[list[int]] | None:
+    """The CPUs each of ``workers`` processes is pinned to: disjoint blocks of ``threads`` CPUs in order, or
+    ``None`` (no pinning) when the blocks would not fit in ``available``."""
+    cpus = sorted(available)
+    if workers * threads > len(cpus):
+        return None
+    return [cpus[w * threads : (w + 1) * threads] for w in range(workers)]
+
+
+def _available_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def run_local(store: Store, runs: list[RunSpec], reporter: Reporter, options: Options, workers: int = 1) -> dict:
     """Train ``runs`` with ``workers`` local processes (1: in this process)."""
     if workers <= 1:
         _set_threads(options.threads)
         return execute(store, runs, reporter, options.data_root, options.device, options.download)
-    threads = options.threads or max(1, (os.cpu_count() or 1) // workers)
+    available = _available_cpus()
+    threads = options.threads or max(1, len(available) // workers)
+    shares = cpu_shares(available, workers, threads) if hasattr(os, "sched_setaffinity") else None
     gpus = _visible_gpus(options.device)
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
@@ -56,7 +74,9 @@ def run_local(store: Store, runs: list[RunSpec], reporter: Reporter, options: Op
         for w in range(workers):
             if len(gpus) > 1:  # one GPU per worker, chosen before the child imports torch
                 os.environ["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
-            p = ctx.Process(target=_worker_main, args=(w, str(store.dir), runs, options, threads, events), daemon=True)
+            cpus = shares[w] if shares else None
+            args = (w, str(store.dir), runs, options, threads, cpus, events)
+            p = ctx.Process(target=_worker_main, args=args, daemon=True)
             p.start()
             procs.append(p)
     finally:
@@ -110,7 +130,11 @@ class _QueueReporter(Reporter):
         self.events.put(("end", self.w, run.id, status, metrics, error))
 
 
-def _worker_main(worker: int, store_dir: str, runs: list[RunSpec], options: Options, threads: int, events) -> None:
+def _worker_main(
+    worker: int, store_dir: str, runs: list[RunSpec], options: Options, threads: int, cpus: list[int] | None, events
+) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     _set_threads(threads)
     try:
         execute(

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness.executors import Options, run_local, run_ray
+from harness.executors import Options, cpu_shares, run_local, run_ray
 from harness.runner import Reporter, plan
 from harness.store import Store
 from harness.suite import expand, parse_suite
@@ -35,6 +35,14 @@ def train(tmp, runs, how, **kw):
     todo = plan(store, "g", runs).todo
     counts = how(store, todo, Reporter(), Options(device="cpu", threads=1), **kw)
     return store, counts
+
+
+def test_workers_are_pinned_to_disjoint_cpu_blocks():
+    assert cpu_shares([0, 1], 2, 1) == [[0], [1]]
+    assert cpu_shares([3, 1, 0, 2], 2, 2) == [[0, 1], [2, 3]]
+    assert cpu_shares([4, 5, 6, 7, 8, 9], 3, 1) == [[4], [5], [6]]  # the CPUs this process may use, in order
+    assert cpu_shares([0, 1], 2, 2) is None  # oversubscribed: the OS schedules, nothing is pinned
+    assert cpu_shares([0, 1], 3, 1) is None
 
 
 def test_two_local_workers_match_one(tmp_path):
