@@ -353,6 +353,59 @@ def test_d2_layer_reproduces_plain_matrix_dlrt_step_for_step():
         assert torch.allclose(layer.dense_weight().detach(), U @ S @ V.T, atol=1e-10)
 
 
+@pytest.mark.parametrize("method_cls", [DLRTMethod, TDLRTMethod])
+def test_train_step_equals_the_two_pass_step_on_a_model_with_batchnorm(method_cls):
+    """One pass per batch gives what the algorithm as written gives with a second forward/backward at the
+    augmented bases: the same factorized weights and the same dense (conv, BatchNorm, linear) parameters."""
+    import copy
+
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
+            nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(), nn.Flatten(),
+            nn.Linear(8 * 3 * 3, 16), nn.ReLU(), nn.Linear(16, 4),
+        ).double()
+        method = method_cls({"tau": 0.2, "r_max": 0.5, "layers": ["3", "6", "9"]})
+        model = method.prepare(model, torch.Generator().manual_seed(0))
+        opt = method.make_optimizer(model, SimpleNamespace(**{**vars(SGD), "lr": 0.05, "momentum": 0.9}))
+        return model, method, opt
+
+    model, method, opt = build()
+    ref_model, ref_method, _ = build()
+    ref_model.load_state_dict(copy.deepcopy(model.state_dict()))
+    ref_opt = ref_method.make_optimizer(ref_model, SimpleNamespace(**{**vars(SGD), "lr": 0.05, "momentum": 0.9}))
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        x, y = torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 4, (8,), generator=g)
+        method.train_step(model, opt, (x, y), loss_fn)
+        # the algorithm as the issue writes it: pass 1 for the basis step, pass 2 for the core step
+        layers = ref_method.tucker_layers(ref_model)
+        for layer in layers:
+            layer.capture = True
+        loss = loss_fn(ref_model(x), y)
+        for layer in layers:
+            layer.capture = False
+        grads = torch.autograd.grad(loss, [layer.saved[2] for layer in layers])
+        for layer, gout in zip(layers, grads, strict=True):
+            layer.basis_step(gout, 0.05)
+            layer.core.grad = None  # discard the one-pass gradient: pass 2 computes it
+        ref_opt.zero_grad(set_to_none=True)
+        loss_fn(ref_model(x), y).backward()
+        ref_opt.step()
+        for layer in layers:
+            layer.core_step(0.05, 0.9)
+        ref_method.truncate(layers)
+        for a, b in zip(method.tucker_layers(model), layers, strict=True):
+            assert a.ranks == b.ranks
+            assert torch.allclose(a.dense_weight(), b.dense_weight(), atol=1e-10)
+        dense = [(n, p) for n, p in model.named_parameters() if not n.endswith("core")]
+        ref = dict(ref_model.named_parameters())
+        for name, p in dense:
+            assert torch.allclose(p, ref[name], atol=1e-10), name
+
+
 def test_amortized_schedule_truncates_every_k_batches_and_at_epoch_end():
     layer, _ = make_layer("conv_tucker", (4, 3, 3, 3), adaptive=[True, True, False, False], dtype=torch.float32)
     model = nn.Sequential(layer, nn.Flatten(), nn.Linear(8 * 7 * 7, 3))
