@@ -97,7 +97,8 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 
 class RichReporter(Reporter):
-    """A grid bar, one bar per run in training (one per worker), and one line per finished run."""
+    """A grid bar, one bar per run in training (one per worker), and one line per finished run; where the output
+    is not a terminal (a log file, CI), one line per epoch instead of the bars."""
 
     def __init__(self, progress: Progress):
         self.progress = progress
@@ -123,6 +124,12 @@ class RichReporter(Reporter):
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         s = self.slots[self.slot]
+        if not self.progress.console.is_terminal:  # a log file or pipe shows no bars: one line per epoch instead
+            self.progress.console.print(
+                f"epoch {row['epoch'] + 1}/{s['epochs']}  loss {row['train_loss']:.4f}  "
+                f"acc {100 * row['test_acc']:.2f}%  {row['seconds']:.0f} s  {s['label']}",
+                highlight=False,
+            )
         if s["task"] is not None:
             nxt = min(row["epoch"] + 2, s["epochs"])
             self.progress.update(

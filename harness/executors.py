@@ -124,7 +124,7 @@ class _QueueReporter(Reporter):
         if self.pending:
             self.events.put(("step", self.w, self.pending))
             self.pending = 0
-        self.events.put(("epoch", self.w, {k: row[k] for k in ("epoch", "train_loss", "test_acc")}))
+        self.events.put(("epoch", self.w, {k: row[k] for k in ("epoch", "train_loss", "test_acc", "seconds")}))
 
     def run_end(self, run, status, metrics, error):
         self.events.put(("end", self.w, run.id, status, metrics, error))

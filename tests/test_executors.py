@@ -102,6 +102,8 @@ def test_killed_driver_then_rerun_finishes_without_duplicates(tmp_path, write_su
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "interrupted run(s) will be trained again" in res.stdout
+    if "--workers" in how:  # worker events reach the driver's reporter: a line per epoch in a log
+        assert "epoch 2/2  loss " in res.stdout
     store = Store(out)
     rows = store.runs()
     assert len(rows) == 5 and all(r["status"] == "done" for r in rows)

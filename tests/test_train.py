@@ -64,6 +64,7 @@ def test_cli_run_status_export(tmp_path, write_suite, extra):
     res = run_cli("run", str(path), "--results", str(out))
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("done   ") == 2 and "acc " in res.stdout
+    assert res.stdout.count("epoch 1/1  loss ") == 2  # not a terminal: a line per epoch shows progress
     res = run_cli("run", str(path), "--results", str(out), *extra)
     assert res.returncode == 0
     if extra:
