@@ -68,8 +68,10 @@ def _group_title(keys: list[str], values: tuple) -> str:
     """``mnist / lenet5`` plus ``(budget: ...; epochs=3)`` where the group has a budget or its own training."""
     d = dict(zip(keys, values, strict=True))
     title = f"{d['dataset']} / {d['model']}"
-    extra = [f"budget: {d['budget']}"] if d.get("budget", "none") != "none" else []
-    extra += [f"{k.removeprefix('training.')}={v}" for k, v in d.items() if k.startswith("training.")]
+    budget = d.get("budget", "none")
+    extra = [f"budget: {budget}"] if budget != "none" else []
+    settings = [f"{k.removeprefix('training.')}={v}" for k, v in d.items() if k.startswith("training.")]
+    extra += [s for s in settings if budget == "none" or s not in budget.split(", ")]  # said once
     return title + (f" ({'; '.join(extra)})" if extra else "")
 
 

@@ -454,3 +454,12 @@ def test_html_renders_in_headless_chromium(written, tmp_path):
         assert errors == []
     finally:
         driver.quit()
+
+
+def test_group_title_names_the_budget_and_training_once():
+    from harness.plots import _group_title
+
+    keys = ["dataset", "model", "budget", "training.epochs", "training.lr"]
+    title = _group_title(keys, ("fmnist32", "vgg16", "train_subset=10000, epochs=5", 5, 0.02))
+    assert title == "fmnist32 / vgg16 (budget: train_subset=10000, epochs=5; lr=0.02)"
+    assert _group_title(keys, ("mnist", "lenet5", "none", 20, 0.05)) == "mnist / lenet5 (epochs=20; lr=0.05)"
