@@ -266,6 +266,19 @@ class TuckerLayer(nn.Module):
             w = mode_mul(w, u, k)
         return w.reshape(self.dense_shape)
 
+    def spatial_kernel(self, core: torch.Tensor) -> torch.Tensor:
+        """The conv kernel of a Tucker core: ``core x_2 U_2 x_3 U_3`` (the core itself when the spatial bases are
+        fixed identities)."""
+        if self.fixed_spatial:
+            return core
+        return torch.einsum("abhw,ph,qw->abpq", core, self.U2, self.U3)
+
+    def spatial_grad(self, gk: torch.Tensor) -> torch.Tensor:
+        """A gradient with respect to the conv kernel, taken back to the core: ``gk x_2 U_2^T x_3 U_3^T``."""
+        if self.fixed_spatial:
+            return gk
+        return torch.einsum("oahw,hp,wq->oapq", gk, self.U2, self.U3)
+
     # -- forward ---------------------------------------------------------------------------------------------------
     def path(self, positions: int = 1) -> str:
         """How the forward pass contracts, the cheapest in multiply-adds for ``positions`` output positions
@@ -318,7 +331,7 @@ class TuckerLayer(nn.Module):
                 out = F.conv2d(x_t, (u[0] @ c)[:, :, None, None], self.bias)
         else:
             conv = (self.stride, self.padding, self.dilation)
-            kcore = c if self.fixed_spatial else torch.einsum("abhw,ph,qw->abpq", c, u[2], u[3])
+            kcore = self.spatial_kernel(c)
             if path in ("merge_in", "dense"):
                 kernel = torch.einsum("abhw,jb->ajhw", kcore, u[1])
                 if path == "dense":
@@ -366,15 +379,12 @@ class TuckerLayer(nn.Module):
                 out[1] = gw.reshape(gw.shape[0], -1).T
             return out
 
-        def spatial(gw: torch.Tensor) -> torch.Tensor:
-            return gw if self.fixed_spatial else torch.einsum("oahw,hp,wq->oapq", gw, u[2], u[3])
-
         if 0 in modes:
             gw = torch.nn.grad.conv2d_weight(x_t, (o, x_t.shape[1], kh, kw), g_out, **conv)
-            out[0] = unfold(spatial(gw), 0)
+            out[0] = unfold(self.spatial_grad(gw), 0)
         if 1 in modes:
             gw = torch.nn.grad.conv2d_weight(x, (g_b.shape[1], i, kh, kw), g_b, **conv)
-            out[1] = unfold(spatial(gw), 1)
+            out[1] = unfold(self.spatial_grad(gw), 1)
         if 2 in modes or 3 in modes:
             gk = torch.nn.grad.conv2d_weight(x_t, (g_b.shape[1], x_t.shape[1], kh, kw), g_b, **conv)
             if 2 in modes:
@@ -406,8 +416,7 @@ class TuckerLayer(nn.Module):
 
         def kernel(k: int) -> torch.Tensor:
             q = qs[k]
-            core = fold(q.T, k, [q.shape[1] if j == k else s for j, s in enumerate(shape)])
-            return core if self.fixed_spatial else torch.einsum("abhw,ph,qw->abpq", core, u[2], u[3])
+            return self.spatial_kernel(fold(q.T, k, [q.shape[1] if j == k else s for j, s in enumerate(shape)]))
 
         if 0 in qs:
             y = F.conv2d(x_t, kernel(0), None, **conv)
@@ -438,9 +447,9 @@ class TuckerLayer(nn.Module):
         if extra.shape[1]:
             x_t = torch.cat([x_t, F.conv2d(x, extra.T[:, :, None, None])], 1)
         g_b = F.conv2d(g_out, u[0].T[:, :, None, None])
-        o, i, kh, kw = self.dense_shape
+        kh, kw = self.dense_shape[2:]
         gw = torch.nn.grad.conv2d_weight(x_t, (g_b.shape[1], x_t.shape[1], kh, kw), g_b, **conv)
-        return gw if self.fixed_spatial else torch.einsum("oahw,hp,wq->oapq", gw, u[2], u[3])
+        return self.spatial_grad(gw)
 
     def augmentable_modes(self) -> list[int]:
         return [k for k in range(self.d) if self.adaptive[k] and self.core.shape[k] < self.n[k]]
@@ -708,7 +717,7 @@ class _DLRTBase(Method):
                 for layer in layers:
                     layer.capture = False
             outs = [layer.saved[2] for layer in layers]  # type: ignore[index]
-            dense = [q for g in optimizer.param_groups for q in g["params"] if q.requires_grad]
+            dense = [q for pg in optimizer.param_groups for q in pg["params"] if q.requires_grad]
             grads = torch.autograd.grad(loss, outs + dense, allow_unused=True)
             for q, g in zip(dense, grads[len(outs) :], strict=True):
                 q.grad = g
