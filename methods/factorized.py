@@ -86,7 +86,7 @@ Initializations (first = default)
 Cost of ``prepare`` for VGG16 here (2 cores, idle, default ``decompose_iters=2``): tucker 6-13 s, tt 3-5 s,
 matrix 3 s for either init at compression 0.5 or 0.9; cp 17-23 s at compression 0.9 and about 105 s at
 0.5 (ranks around 1150 for the 512-channel convs; one CP-ALS sweep there costs 5-25 s). The SVD-based
-decompositions run single-threaded (see ``methods.common.single_threaded``), CP's ALS with all threads.
+decompositions run single-threaded (see ``harness.toolkit.single_threaded``), CP's ALS with all threads.
 
 ``decompose`` and ``spectral`` reproduce the dense layer exactly at full rank (tucker, tt, matrix; not CP,
 whose ALS is capped and whose full rank is only the parameter-parity rank). Every format at rank 1.0 has
@@ -114,7 +114,7 @@ from torch import nn
 
 from harness import Method, register_method
 from harness.layers import LayerStats, layer_report
-from methods.common import (
+from harness.toolkit import (
     generator_seed,
     replace_module,
     select_layers,
@@ -508,7 +508,7 @@ class _FactorizedMethod(Method):
         if patterns is not None:
             missing = unmatched_patterns(model, patterns)
             if missing:
-                from methods.common import candidate_layers
+                from harness.toolkit import candidate_layers
 
                 raise ValueError(f"{self.fmt}: layer pattern(s) {missing} match no conv/linear layer; "
                                  f"layers: {', '.join(candidate_layers(model))}")

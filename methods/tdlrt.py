@@ -50,7 +50,7 @@ from torch import nn
 
 from harness import LayerStats, Method, register_method
 from harness.optim import build_optimizer
-from methods.common import replace_module, select_layers, single_threaded
+from harness.toolkit import replace_module, select_layers, single_threaded
 
 # --------------------------------------------------------------------------------------------------------------
 # tensor algebra

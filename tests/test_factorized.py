@@ -12,7 +12,7 @@ from torch import nn
 from harness import METHODS, create_model, layer_report, parameter_summary
 from harness.suite import SuiteError, expand, parse_suite
 from harness.train import train_run
-from methods.factorized import (
+from harness_methods.factorized import (
     CPMethod,
     MatrixConv2d,
     MatrixLinear,

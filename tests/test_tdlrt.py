@@ -11,7 +11,7 @@ from torch import nn
 
 from harness.suite import expand, parse_suite
 from harness.train import train_run
-from methods.tdlrt import DLRTMethod, TDLRTMethod, TuckerLayer, left_singular, mode_mul, tail_rank, unfold
+from harness_methods.tdlrt import DLRTMethod, TDLRTMethod, TuckerLayer, left_singular, mode_mul, tail_rank, unfold
 from tests.conftest import tiny_suite
 
 

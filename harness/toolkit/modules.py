@@ -1,10 +1,12 @@
-"""What factorized methods share: which layers to factorize, and replacing modules by name."""
+"""Which layers a method factorizes or prunes, and putting a new module where an old one was.
+
+Every method that replaces layers selects them with :func:`select_layers` (one pattern language for all
+methods: shell-style patterns over module names) and swaps them with :func:`replace_module`.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -30,6 +32,12 @@ def select_layers(model: nn.Module, patterns: list[str] | None = None) -> list[s
     return [n for n in names if n not in drop]
 
 
+def unmatched_patterns(model: nn.Module, patterns: list[str]) -> list[str]:
+    """The shell patterns of ``patterns`` that match no conv/linear layer of ``model`` (likely typos)."""
+    names = candidate_layers(model)
+    return [p for p in patterns if not any(fnmatch.fnmatch(n, p) for n in names)]
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the submodule called ``name`` was."""
     parent_name, _, attr = name.rpartition(".")
@@ -37,32 +45,6 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-def unmatched_patterns(model: nn.Module, patterns: list[str]) -> list[str]:
-    """The shell patterns of ``patterns`` that match no conv/linear layer of ``model`` (likely typos)."""
-    names = candidate_layers(model)
-    return [p for p in patterns if not any(fnmatch.fnmatch(n, p) for n in names)]
-
-
 def generator_seed(generator: torch.Generator) -> int:
     """An integer seed drawn from ``generator`` (for libraries that take an int, e.g. tensorly)."""
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
-
-
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run the block with one intra-op thread (restored afterwards).
-
-    On the 2-core CI machine, MKL's threaded SVD of wide matrices (e.g. a 512 x 4608 unfolding) was
-    measured 10-15x slower than single-threaded (8 s vs 0.5 s), and worse when the cores are shared.
-    SVD-based decompositions (HOSVD, HOOI, TT-SVD, truncated SVD) and the small QR/SVD work of every DLRT/TDLRT
-    step therefore run inside this context.
-    """
-    n = torch.get_num_threads()
-    if n == 1:  # nothing to change (this sits on the per-step path of dlrt/tdlrt)
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)

@@ -1,0 +1,234 @@
+"""Run configuration and records: the bottom of the house.
+
+Everything that describes a run lives here and imports nothing else of harness: the training settings and the
+budget a suite gives a run, the resolved run (:class:`RunSpec`) and its identity (:func:`run_id`), the run
+status, the records a run produces (per epoch and at the end), and how a run is labelled. Suites, the store,
+the training loop and the report all depend on this module, never the other way round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class RunStatus(str, Enum):
+    """Where a run stands in the store. Values are the strings stored in the ``status`` column."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def settled(self) -> bool:
+        """Done or failed: the run will not train again unless asked."""
+        return self in (RunStatus.DONE, RunStatus.FAILED)
+
+
+STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
+UNFINISHED: tuple[str, ...] = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest known names, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(known), n=2, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+class Strict(BaseModel):
+    """A model that rejects unknown keys with a did-you-mean suggestion."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = list(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    raise ValueError(
+                        f"unknown key {key!r}{did_you_mean(str(key), known)}; allowed keys: {', '.join(known)}"
+                    )
+        return data
+
+
+class Training(Strict):
+    """Training settings shared by every run of a suite."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(1000, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+    step_size: int = Field(30, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+    augmentation: Literal["auto", "none", "crop_flip"] = "auto"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class Budget(Strict):
+    """Limits for CPU runs: subset sizes and an epoch cap. Recorded with every run."""
+
+    train_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# a resolved run and its identity
+
+
+def run_id(config: Mapping[str, Any]) -> str:
+    """Stable hash of a resolved run configuration (key order does not matter)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fully resolved run: its identity and configuration (dataset, model, method, params,
+    initialization, seed, training, budget)."""
+
+    id: str
+    config: dict[str, Any]
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> RunSpec:
+        """The run of a resolved configuration, its id computed."""
+        return cls(run_id(config), config)
+
+    @property
+    def label(self) -> str:
+        """The run's full label (every parameter); see :func:`run_label` for a label of what distinguishes it."""
+        return run_label(self.config)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# labels: built from stored configurations only (never from a registry)
+
+
+def plain(v: Any) -> str:
+    """A config value as short text: 2000.0 -> 2000, lists and dicts as compact JSON."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, list | dict):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def decode_params(params: Any) -> dict[str, Any]:
+    """A run's params as a dict, whether stored as JSON text or already decoded."""
+    if isinstance(params, str):
+        try:
+            out = json.loads(params)
+        except json.JSONDecodeError:
+            return {}
+        return out if isinstance(out, dict) else {}
+    return dict(params or {})
+
+
+def params_text(params: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
+    """``rank=8, tau=0.1`` for ``keys`` of ``params`` (all keys, sorted, when ``keys`` is None)."""
+    shown = sorted(params) if keys is None else [k for k in keys if k in params]
+    return ", ".join(f"{k}={plain(params[k])}" for k in shown)
+
+
+def distinguishing_params(methods: Iterable[str], params: Iterable[Any]) -> dict[str, list[str]]:
+    """Per method, the parameter names whose values differ among the given runs of that method.
+
+    This is what tells two runs of one method apart; a method run with one setting has none. It depends on
+    the runs alone (their stored configurations), so the same runs are labelled the same way wherever they
+    are shown, whatever plugins are installed.
+    """
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for m, p in zip(methods, params, strict=True):
+        by_method.setdefault(m, []).append(decode_params(p))
+    out: dict[str, list[str]] = {}
+    for m, dicts in by_method.items():
+        keys = sorted({k for d in dicts for k in d})
+        out[m] = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1]
+    return out
+
+
+def setting_label(method: str, params: Any, keys: Iterable[str] | None = None) -> str:
+    """``tdlrt[tau=0.15]``: the method with the given parameters (all of them when ``keys`` is None)."""
+    text = params_text(decode_params(params), keys)
+    return method + (f"[{text}]" if text else "")
+
+
+def run_label(config: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
+    """``dataset/model/method[params]/initialization/s<seed>``; ``keys`` limits the parameters shown."""
+    c = config
+    return (
+        f"{c['dataset']}/{c['model']}/{setting_label(c['method'], c.get('params') or {}, keys)}"
+        f"/{c['initialization']}/s{c['seed']}"
+    )
+
+
+def short_run_labels(configs: list[Mapping[str, Any]]) -> list[str]:
+    """Labels of several runs naming only the parameters that distinguish runs of the same method."""
+    keys = distinguishing_params([c["method"] for c in configs], [c.get("params") or {} for c in configs])
+    return [run_label(c, keys[c["method"]]) for c in configs]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# records a run produces
+
+
+@dataclass
+class EpochRecord:
+    """What one finished epoch stores (``epoch`` counts from 0 in the store; layers: per-layer stats dicts)."""
+
+    epoch: int
+    train_loss: float
+    test_acc: float
+    test_loss: float
+    seconds: float
+    lr: float
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "test_acc": self.test_acc,
+            "test_loss": self.test_loss,
+            "seconds": self.seconds,
+            "lr": self.lr,
+            "layers": self.layers,
+        }
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: its status, its metrics when done, its error (one line, then detail) when failed."""
+
+    status: RunStatus
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    detail: str | None = None
+
+    @property
+    def stored_error(self) -> str | None:
+        """The error text as the store keeps it: the one-line error, a blank line, the traceback."""
+        if self.error is None:
+            return None
+        return self.error + (f"\n\n{self.detail}" if self.detail else "")
