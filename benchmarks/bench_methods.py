@@ -46,9 +46,17 @@ def workload(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, list[str
     """A model, an input batch and labels; the layer patterns every method factorizes in it."""
     torch.manual_seed(0)
     if name == "vgg_block":  # the 256-channel block of VGG16 at 8x8 resolution
-        model = nn.Sequential(nn.Conv2d(256, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256), nn.ReLU(),
-                              nn.Conv2d(256, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256), nn.ReLU(),
-                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10))
+        model = nn.Sequential(
+            nn.Conv2d(256, 256, 3, padding=1, bias=False),
+            nn.BatchNorm2d(256),
+            nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1, bias=False),
+            nn.BatchNorm2d(256),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(256, 10),
+        )
         return model, torch.randn(32, 256, 8, 8), torch.randint(0, 10, (32,)), ["0", "3"]
     if name == "linear":  # LeNet5's fc1 shape with a classifier
         model = nn.Sequential(nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10))
@@ -66,7 +74,7 @@ class _Prepared:
     timeout = 300
 
     def setup(self, spec, name):
-        from harness.suite import Training
+        from harness.config import Training
 
         model, self.x, self.y, layers = workload(name)
         self.method = make_method(spec, layers)
@@ -111,10 +119,16 @@ class Quality:
 
         name, preset = spec.split(":")
         params = PRESETS.get(name, {}).get(preset, {})
-        suite = parse_suite({"name": "bench", "datasets": ["mnist_subset"], "models": ["lenet5"],
-                             "methods": [{"name": name, "params": params}],
-                             "training": {"epochs": 1, "batch_size": 64},
-                             "budget": {"train_subset": 2000, "test_subset": 1000}})
+        suite = parse_suite(
+            {
+                "name": "bench",
+                "datasets": ["mnist_subset"],
+                "models": ["lenet5"],
+                "methods": [{"name": name, "params": params}],
+                "training": {"epochs": 1, "batch_size": 64},
+                "budget": {"train_subset": 2000, "test_subset": 1000},
+            }
+        )
         (run,) = expand(suite)
         return train_run(run.config, device="cpu")
 
@@ -140,7 +154,7 @@ class Truncation:
     warmup_time = 0
 
     def setup(self, spec):
-        from harness.suite import Training
+        from harness.config import Training
 
         model, x, y, layers = workload("vgg_block")
         name, preset = spec.split(":")

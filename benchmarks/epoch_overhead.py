@@ -27,12 +27,24 @@ from harness.train import train_run
 def register_cifar_shaped(n: int) -> None:
     """Random CIFAR-shaped data (CIFAR-10 itself is not available on every machine)."""
 
-    @dataset("cifar_shaped", channels=3, image_size=32, num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3,
-             augment=True, description="random CIFAR-shaped images (benchmark only)")
+    @dataset(
+        "cifar_shaped",
+        channels=3,
+        image_size=32,
+        num_classes=10,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        augment=True,
+        description="random CIFAR-shaped images (benchmark only)",
+    )
     def load(root, download=True):
         rng = np.random.default_rng(0)
-        return (rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n),
-                rng.integers(0, 256, (256, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 256))
+        return (
+            rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
+            rng.integers(0, 10, n),
+            rng.integers(0, 256, (256, 3, 32, 32), dtype=np.uint8),
+            rng.integers(0, 10, 256),
+        )
 
 
 def hand_epoch(model_name, data, batch_size, lr, seed, augment, shape, device) -> float:
@@ -45,7 +57,7 @@ def hand_epoch(model_name, data, batch_size, lr, seed, augment, shape, device) -
     t0 = time.perf_counter()
     order = torch.randperm(n, device=device, generator=gen)
     for s in range(n // batch_size):
-        idx = order[s * batch_size:(s + 1) * batch_size]
+        idx = order[s * batch_size : (s + 1) * batch_size]
         x = data.train_x[idx]
         if augment:
             x = crop_flip(x, gen)
@@ -59,9 +71,16 @@ def hand_epoch(model_name, data, batch_size, lr, seed, augment, shape, device) -
 
 
 def compare(label, dataset_name, model_name, batch_size, train_subset, reps, root, shape, augment, device) -> None:
-    suite = parse_suite({"name": "bench", "datasets": [dataset_name], "models": [model_name], "methods": ["full"],
-                         "training": {"epochs": 1, "batch_size": batch_size, "lr": 0.01},
-                         "budget": {"train_subset": train_subset, "test_subset": 256}})
+    suite = parse_suite(
+        {
+            "name": "bench",
+            "datasets": [dataset_name],
+            "models": [model_name],
+            "methods": ["full"],
+            "training": {"epochs": 1, "batch_size": batch_size, "lr": 0.01},
+            "budget": {"train_subset": train_subset, "test_subset": 256},
+        }
+    )
     (run,) = expand(suite)
     data = load_tensors(dataset_name, root, device, train_subset, 256)
     ratios, hs, hands = [], [], []
@@ -72,8 +91,10 @@ def compare(label, dataset_name, model_name, batch_size, train_subset, reps, roo
             ratios.append(h / m)
             hs.append(h)
             hands.append(m)
-    print(f"{label:34s} harness {statistics.median(hs):7.2f} s  hand loop {statistics.median(hands):7.2f} s  "
-          f"ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}, {reps} pairs)")
+    print(
+        f"{label:34s} harness {statistics.median(hs):7.2f} s  hand loop {statistics.median(hands):7.2f} s  "
+        f"ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}, {reps} pairs)"
+    )
 
 
 def main() -> None:
@@ -84,14 +105,36 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     device = torch.device(args.device)
-    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     mnist = "mnist" if (args.mnist_root / "MNIST" / "raw").is_dir() else "mnist_subset"
-    compare(f"LeNet5 / {mnist} (full epoch)", mnist, "lenet5", 128, None, args.reps, args.mnist_root,
-            dict(in_channels=1, num_classes=10, image_size=28), augment=False, device=device)
+    compare(
+        f"LeNet5 / {mnist} (full epoch)",
+        mnist,
+        "lenet5",
+        128,
+        None,
+        args.reps,
+        args.mnist_root,
+        dict(in_channels=1, num_classes=10, image_size=28),
+        augment=False,
+        device=device,
+    )
     register_cifar_shaped(64 * args.vgg_batches)
-    compare(f"VGG16 / CIFAR-shaped ({args.vgg_batches} batches)", "cifar_shaped", "vgg16", 64, None, args.reps,
-            args.mnist_root, dict(in_channels=3, num_classes=10, image_size=32), augment=True, device=device)
+    compare(
+        f"VGG16 / CIFAR-shaped ({args.vgg_batches} batches)",
+        "cifar_shaped",
+        "vgg16",
+        64,
+        None,
+        args.reps,
+        args.mnist_root,
+        dict(in_channels=3, num_classes=10, image_size=32),
+        augment=True,
+        device=device,
+    )
 
 
 if __name__ == "__main__":

@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from harness import METHODS, create_model, parameter_summary
-from harness.suite import Training
+from harness.config import Training
 
 
-def step_times(method_name: str, params: dict, batch: int, steps: int, warmup: int,
-               device: torch.device) -> tuple[list[float], float]:
+def step_times(
+    method_name: str, params: dict, batch: int, steps: int, warmup: int, device: torch.device
+) -> tuple[list[float], float]:
     """Per-step seconds of ``steps`` training steps, and the model's compression rate."""
     torch.manual_seed(0)
     model = create_model("vgg16")
@@ -60,8 +61,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per configuration and round (default 3)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     ap.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="passes over all configurations, interleaved, to average out a shared machine")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="passes over all configurations, interleaved, to average out a shared machine",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--compressions", type=float, nargs="+", default=[0.5, 0.9])
     ap.add_argument("--methods", nargs="+", default=["tucker", "cp", "tt", "matrix"])
@@ -71,8 +76,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"VGG16, batch {args.batch}, {args.rounds} round(s) of {args.steps} timed steps after {args.warmup} "
-          f"warm-up per configuration, device {device}, torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"VGG16, batch {args.batch}, {args.rounds} round(s) of {args.steps} timed steps after {args.warmup} "
+        f"warm-up per configuration, device {device}, torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
     configs: list[tuple[str, float | None, str | None]] = [("full", None, None)]
     configs += [(m, c, i) for m in args.methods for c in args.compressions for i in args.implementations]
@@ -84,8 +92,11 @@ def main() -> None:
             params = {} if name == "full" else {"compression": c, "implementation": impl}
             t, compression[key] = step_times(name, params, args.batch, args.steps, args.warmup, device)
             times[key] += t
-            print(f"  round {r + 1} {name:6s} {'' if c is None else f'compression {c} {impl}':32s} "
-                  f"{' '.join(f'{x:.3f}' for x in t)} s/step", flush=True)
+            print(
+                f"  round {r + 1} {name:6s} {'' if c is None else f'compression {c} {impl}':32s} "
+                f"{' '.join(f'{x:.3f}' for x in t)} s/step",
+                flush=True,
+            )
 
     base = times[("full", None, None)]
     b_min, b_med = min(base), statistics.median(base)

@@ -23,13 +23,18 @@ import yaml
 
 def timed(suite: Path, out: Path, *extra: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness", "run", str(suite), "--results", str(out), *extra], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(suite), "--results", str(out), *extra],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
-COMPUTE = ("import torch; torch.set_num_threads(1); a = torch.randn(768, 768); b = a.clone()\n"
-           "for _ in range({n}): b = a @ b / 30")
+COMPUTE = (
+    "import torch; torch.set_num_threads(1); a = torch.randn(768, 768); b = a.clone()\n"
+    "for _ in range({n}): b = a @ b / 30"
+)
 
 
 def ceiling(n: int = 600) -> tuple[float, float, float]:
@@ -54,24 +59,37 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true")
     args = ap.parse_args()
     one, two, ratio = ceiling()
-    print(f"machine ceiling: one compute process {one:.1f} s, two at once {two:.1f} s: {ratio:.2f}x the work "
-          "per second")
+    print(
+        f"machine ceiling: one compute process {one:.1f} s, two at once {two:.1f} s: {ratio:.2f}x the work per second"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         suite = tmp / "grid.yaml"
-        suite.write_text(yaml.safe_dump({
-            "name": "parallel_bench", "datasets": ["mnist_subset"], "models": ["lenet5"], "methods": ["full"],
-            "seeds": list(range(args.runs)), "device": "cpu",
-            "training": {"epochs": args.epochs, "batch_size": 64},
-            "budget": {"train_subset": args.train_subset, "test_subset": 1000},
-        }))
+        suite.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "parallel_bench",
+                    "datasets": ["mnist_subset"],
+                    "models": ["lenet5"],
+                    "methods": ["full"],
+                    "seeds": list(range(args.runs)),
+                    "device": "cpu",
+                    "training": {"epochs": args.epochs, "batch_size": 64},
+                    "budget": {"train_subset": args.train_subset, "test_subset": 1000},
+                }
+            )
+        )
         single = timed(suite, tmp / "w1t1", "--workers", "1", "--threads", "1")
         one = timed(suite, tmp / "w1", "--workers", "1")
         two = timed(suite, tmp / "w2", "--workers", "2")
-        print(f"grid of {args.runs} runs: 1 worker with 1 thread {single:.1f} s, 1 worker with all threads "
-              f"{one:.1f} s, 2 workers {two:.1f} s")
-        print(f"speed-up of 2 workers: {single / two:.2f}x over 1 worker with 1 thread, {one / two:.2f}x over 1 "
-              f"worker using every core for intra-op parallelism")
+        print(
+            f"grid of {args.runs} runs: 1 worker with 1 thread {single:.1f} s, 1 worker with all threads "
+            f"{one:.1f} s, 2 workers {two:.1f} s"
+        )
+        print(
+            f"speed-up of 2 workers: {single / two:.2f}x over 1 worker with 1 thread, {one / two:.2f}x over 1 "
+            f"worker using every core for intra-op parallelism"
+        )
         if not args.no_ray:
             r = timed(suite, tmp / "ray", "--executor", "ray", "--cpus-per-run", "1")
             print(f"ray (local instance, 2 CPUs, 1 CPU per run): {r:.1f} s, speed-up {one / r:.2f}x")

@@ -46,8 +46,11 @@ def main() -> None:
     for m in args.methods:
         configs[f"{m} every_step"] = (m, adaptive)
         configs[f"{m} amortized"] = (m, {**adaptive, "schedule": "amortized"})
-    print(f"VGG16, batch {args.batch}, {args.rounds} round(s) of {args.steps} timed steps after {args.warmup} "
-          f"warm-up, device {device}, torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"VGG16, batch {args.batch}, {args.rounds} round(s) of {args.steps} timed steps after {args.warmup} "
+        f"warm-up, device {device}, torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
     times: dict[str, list[float]] = {k: [] for k in configs}
     compression: dict[str, float] = {}
     for r in range(args.rounds):
@@ -60,13 +63,17 @@ def main() -> None:
     print("\n| configuration | compression | s/step (mean) | vs full | vs tucker 0.9 |")
     print("|---|---:|---:|---:|---:|")
     for label in configs:
-        print(f"| {label} | {compression[label]:.3f} | {mean[label]:.3f} | {mean[label] / mean['full']:.2f}x | "
-              f"{mean[label] / mean['tucker 0.9']:.2f}x |")
+        print(
+            f"| {label} | {compression[label]:.3f} | {mean[label]:.3f} | {mean[label] / mean['full']:.2f}x | "
+            f"{mean[label] / mean['tucker 0.9']:.2f}x |"
+        )
     for label in configs:
         if label.endswith("amortized"):
             med = statistics.median(times[label])
-            print(f"{label}: median step (a core-only step at the augmented rank) {med:.3f} s = "
-                  f"{med / mean['tucker 0.9']:.2f}x tucker 0.9")
+            print(
+                f"{label}: median step (a core-only step at the augmented rank) {med:.3f} s = "
+                f"{med / mean['tucker 0.9']:.2f}x tucker 0.9"
+            )
 
 
 if __name__ == "__main__":

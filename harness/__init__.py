@@ -1,9 +1,11 @@
 """harness: train factorized neural networks on equal terms and compare the methods."""
 
+from harness import toolkit
 from harness.layers import LayerStats, layer_report, parameter_summary
 from harness.method import Method, NoParams
 from harness.models import create_model
 from harness.registry import DATASETS, METHODS, MODELS, register_dataset, register_method, register_model
+from harness.toolkit import *  # noqa: F403 (the public toolkit for methods, exported here too)
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,7 @@ __all__ = [
     "register_dataset",
     "register_method",
     "register_model",
+    *toolkit.__all__,
 ]
 
 

@@ -5,8 +5,10 @@ A baseline is a JSON file::
     {"suite": "smoke", "tolerance": {"final_acc": 0.01, "compression": 1e-06},
      "runs": {"<run label>": {"id": "...", "final_acc": 0.91, "compression": 0.0}, ...}}
 
-Runs are matched by label (dataset/model/method[params]/initialization/seed), so a change to a default
-that alters run ids still compares like with like; the id is kept to show when configurations moved.
+Runs are matched by their full label (dataset/model/method[params]/initialization/seed, see
+:func:`harness.config.run_label`), so a change to a default that alters run ids still compares like with like;
+the id is kept to show when configurations moved. Baselines written before labels joined parameters with
+``", "`` (they used ``","``) still match.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.config import RunStatus, run_label
 
 DEFAULT_TOLERANCE = {"final_acc": 0.01, "compression": 1e-6}
 
@@ -41,33 +45,39 @@ class Difference:
         )
 
 
+def _key(label: str) -> str:
+    """A label as baselines match it: parameters joined by "," or by ", " alike."""
+    return label.replace(", ", ",")
+
+
 def snapshot(suite_name: str, runs: list[dict[str, Any]], tolerance: dict[str, float]) -> dict[str, Any]:
     """The baseline document for finished runs."""
     out = {}
-    for r in sorted(runs, key=lambda r: r["label"]):
+    for r in sorted(runs, key=lambda r: run_label(r["config"])):
         m = r["metrics"] or {}
-        out[r["label"]] = {"id": r["id"], **{k: m.get(k) for k in tolerance}}
+        out[run_label(r["config"])] = {"id": r["id"], **{k: m.get(k) for k in tolerance}}
     return {"suite": suite_name, "tolerance": tolerance, "runs": out}
 
 
 def compare(baseline: dict[str, Any], runs: list[dict[str, Any]]) -> list[Difference]:
     """Every metric of every run that moved beyond tolerance, every run missing on either side."""
     tolerance = baseline.get("tolerance", DEFAULT_TOLERANCE)
-    measured = {r["label"]: r for r in runs}
+    measured = {_key(run_label(r["config"])): r for r in runs}
     diffs: list[Difference] = []
     for label, expected in sorted(baseline["runs"].items()):
-        run = measured.get(label)
-        if run is None or run["status"] != "done":
+        run = measured.get(_key(label))
+        if run is None or run["status"] != RunStatus.DONE:
             state = "missing" if run is None else run["status"]
-            diffs.append(Difference(label, f"run ({state})", "done", None, None))
+            diffs.append(Difference(label, f"run ({state})", RunStatus.DONE.value, None, None))
             continue
         for metric, tol in tolerance.items():
             got = (run["metrics"] or {}).get(metric)
             want = expected.get(metric)
             if got is None or want is None or abs(got - want) > tol:
                 diffs.append(Difference(label, metric, want, got, tol))
-    for label in sorted(set(measured) - set(baseline["runs"])):
-        diffs.append(Difference(label, "run", None, "new", None))
+    known = {_key(label) for label in baseline["runs"]}
+    for key in sorted(set(measured) - known):
+        diffs.append(Difference(run_label(measured[key]["config"]), "run", None, "new", None))
     return diffs
 
 

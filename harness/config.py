@@ -95,6 +95,24 @@ class Budget(Strict):
 # --------------------------------------------------------------------------------------------------------------
 # a resolved run and its identity
 
+#: Marks a settings field added after runs were stored whose default reproduces the earlier behaviour:
+#: ``Field(default, json_schema_extra=WHEN_SET)``. Such a field enters a run's identity only when it is set away
+#: from its default, so adding it leaves the ids (and resumability) of every stored run unchanged.
+WHEN_SET: dict[str, Any] = {"identity": "when_set"}
+
+
+def identity_dump(settings: BaseModel) -> dict[str, Any]:
+    """The JSON form of validated settings (method params, training, budget) as it enters a run's identity:
+    every field, except :data:`WHEN_SET` fields left at their default."""
+    out = settings.model_dump(mode="json")
+    for name, info in type(settings).model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("identity") == "when_set" and name in out:
+            default = info.get_default(call_default_factory=True)
+            if out[name] == (default.value if isinstance(default, Enum) else default):
+                del out[name]
+    return out
+
 
 def run_id(config: Mapping[str, Any]) -> str:
     """Stable hash of a resolved run configuration (key order does not matter)."""

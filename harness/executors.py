@@ -14,15 +14,27 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import signal
 import time
 import traceback
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.runner import Reporter, execute
-from harness.store import Store
-from harness.suite import RunSpec
+from harness.config import RunOutcome, RunSpec, RunStatus
+from harness.runner import (
+    SKIPPED,
+    STOP_SIGNALS,
+    Reporter,
+    attempt,
+    execute,
+    failure,
+    record_outcome,
+    stop_on_signals,
+    tally,
+)
+from harness.store import Store, StoreError
 
 
 @dataclass(frozen=True)
@@ -126,8 +138,8 @@ class _QueueReporter(Reporter):
             self.pending = 0
         self.events.put(("epoch", self.w, {k: row[k] for k in ("epoch", "train_loss", "test_acc", "seconds")}))
 
-    def run_end(self, run, status, metrics, error):
-        self.events.put(("end", self.w, run.id, status, metrics, error))
+    def run_end(self, run, outcome):
+        self.events.put(("end", self.w, run.id, outcome))
 
 
 def _worker_main(
@@ -137,11 +149,19 @@ def _worker_main(
         os.sched_setaffinity(0, cpus)
     _set_threads(threads)
     try:
-        execute(
-            Store(store_dir), runs, _QueueReporter(worker, events), options.data_root, options.device, options.download
-        )
+        with stop_on_signals():  # the driver stops its workers with SIGTERM: each gives its run back first
+            execute(
+                Store(store_dir),
+                runs,
+                _QueueReporter(worker, events),
+                options.data_root,
+                options.device,
+                options.download,
+            )
     except KeyboardInterrupt:
         pass
+    except StoreError as exc:  # the store cannot be written (a full disk): the driver stops the grid and says why
+        events.put(("error", worker, exc))
     finally:
         events.put(("exit", worker))
 
@@ -149,7 +169,7 @@ def _worker_main(
 def _collect(store: Store, runs: list[RunSpec], reporter: Reporter, procs, events) -> dict:
     by_id = {r.id: r for r in runs}
     current: dict[int, str] = {}
-    counts = {"done": 0, "failed": 0, "skipped": 0}
+    counts = tally()
     exited: set[int] = set()
     index = 0
     try:
@@ -175,21 +195,36 @@ def _collect(store: Store, runs: list[RunSpec], reporter: Reporter, procs, event
             elif kind == "epoch":
                 reporter.epoch_end(ev[2])
             elif kind == "end":
-                current.pop(w, None)
-                counts[ev[3]] += 1
-                reporter.run_end(by_id[ev[2]], ev[3], ev[4], ev[5])
+                current.pop(w, None)  # the worker has recorded the outcome
+                counts[ev[3].status.value] += 1
+                reporter.run_end(by_id[ev[2]], ev[3])
+            elif kind == "error":
+                current.pop(w, None)  # the worker has given its run back
+                raise ev[2]
             elif kind == "exit":
                 exited.add(w)
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join(10)
-        store.release_stale()
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM, SIGHUP) or the store failed: stop every worker
+        _stop_workers(store, procs)
         raise
     for p in procs:
         p.join()
     return counts
+
+
+def _stop_workers(store: Store, procs: list, grace: float = 15.0) -> None:
+    """SIGTERM every worker (each gives its claimed run back), kill any still there after ``grace`` seconds,
+    then release the runs of workers that could not (best effort: the store may be what failed)."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    with suppress(StoreError):
+        store.release_stale()
 
 
 def _worker_lost(
@@ -198,9 +233,14 @@ def _worker_lost(
     if rid is None:
         return
     error = f"WorkerLost: worker process exited with code {exitcode} while training this run"
-    store.finish(rid, "failed", error=error)
-    counts["failed"] += 1
-    reporter.run_end(by_id[rid], "failed", None, error)
+    _settle(store, by_id[rid], RunOutcome(RunStatus.FAILED, error=error), reporter, counts)
+
+
+def _settle(store: Store, run: RunSpec, outcome: RunOutcome, reporter: Reporter, counts: dict) -> None:
+    """The driver records a run's outcome itself (a lost worker, a Ray task), counts and reports it."""
+    record_outcome(store, run.id, outcome)
+    counts[outcome.status.value] += 1
+    reporter.run_end(run, outcome)
 
 
 # -- Ray ----------------------------------------------------------------------------------------------
@@ -209,9 +249,9 @@ RAY_MISSING = (
 )
 
 
-def _ray_train(config: dict[str, Any], options: Options, threads: int) -> dict[str, Any]:
-    """Runs inside a Ray worker: train one run and return its metrics and epoch rows."""
-    from harness.train import Callbacks, train_run
+def _ray_train(config: dict[str, Any], options: Options, threads: int) -> tuple[RunOutcome, list[dict[str, Any]]]:
+    """Runs inside a Ray worker (which may not reach the store): train one run; its outcome and epoch rows."""
+    from harness.train import Callbacks
 
     _set_threads(threads)
 
@@ -223,10 +263,7 @@ def _ray_train(config: dict[str, Any], options: Options, threads: int) -> dict[s
             self.rows.append(row)
 
     cb = Collect()
-    metrics = train_run(
-        config, data_root=options.data_root, device=options.device, callbacks=cb, download=options.download
-    )
-    return {"metrics": metrics, "epochs": cb.rows}
+    return attempt(config, cb, options.data_root, options.device, options.download), cb.rows
 
 
 def run_ray(
@@ -251,18 +288,21 @@ def run_ray(
             kwargs["address"] = address
         elif num_cpus:
             kwargs["num_cpus"] = num_cpus
+        saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         ray.init(**kwargs)
+        for s, handler in saved.items():  # ray.init sets its own SIGTERM handler (exit): ours cancels the tasks
+            signal.signal(s, handler)
     if gpus_per_run is None:
         gpus_per_run = 1 if options.device != "cpu" and ray.cluster_resources().get("GPU", 0) else 0
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_ray_train)
-    counts = {"done": 0, "failed": 0, "skipped": 0}
+    counts = tally()
     refs: dict[Any, RunSpec] = {}
     try:
         for run in runs:
             if store.claim(run.id):
                 refs[task.remote(run.config, options, cpus_per_run)] = run
             else:
-                counts["skipped"] += 1
+                counts[SKIPPED] += 1
         for i, run in enumerate(refs.values()):
             reporter.run_begin(run, i, len(refs))
         waiting = list(refs)
@@ -270,22 +310,17 @@ def run_ray(
             done, waiting = ray.wait(waiting, num_returns=1)
             run = refs[done[0]]
             try:
-                result = ray.get(done[0])
-            except Exception as exc:  # RayTaskError (raised inside), WorkerCrashedError, OutOfMemoryError, ...
-                error = _ray_error(exc)
-                store.finish(run.id, "failed", error=error)
-                counts["failed"] += 1
-                reporter.run_end(run, "failed", None, error.split("\n", 1)[0])
-                continue
-            for row in result["epochs"]:
+                outcome, rows = ray.get(done[0])
+            except Exception as exc:  # the task did not return: WorkerCrashedError, OutOfMemoryError, ...
+                outcome, rows = _ray_failure(exc), []
+            for row in rows:
                 store.add_epoch(run.id, row)
-            store.finish(run.id, "done", result["metrics"])
-            counts["done"] += 1
-            reporter.run_end(run, "done", result["metrics"], None)
-    except KeyboardInterrupt:
-        for ref, run in refs.items():
+            _settle(store, run, outcome, reporter, counts)
+    except BaseException:  # interrupted, or the store failed: cancel every task, give their runs back
+        for ref in refs:
             ray.cancel(ref, force=True)
-            store.release(run.id)
+        with suppress(StoreError):  # every run this driver claimed, also one claimed just before the signal
+            store.release_own(run.id for run in runs)
         raise
     finally:
         if started_here:
@@ -293,8 +328,9 @@ def run_ray(
     return counts
 
 
-def _ray_error(exc: BaseException) -> str:
+def _ray_failure(exc: BaseException) -> RunOutcome:
+    """The outcome of a task Ray could not finish: the cause it names (a RayTaskError's), else the error."""
     cause = getattr(exc, "cause", None)
-    if cause is not None and not isinstance(cause, type(None)):
-        return f"{type(cause).__name__}: {cause}\n\n{exc}"
-    return f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=4)}"
+    if cause is not None:
+        return failure(cause, detail=str(exc))
+    return failure(exc, detail=traceback.format_exc(limit=4))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -40,7 +41,9 @@ class LayerStats:
 def _dense_stats(name: str, module: nn.Module) -> LayerStats:
     kind = "conv" if isinstance(module, nn.Conv2d) else "linear"
     n = sum(p.numel() for p in module.parameters(recurse=False))
-    return LayerStats(name, kind, list(module.weight.shape), n, n, n)
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return LayerStats(name, kind, list(weight.shape), n, n, n)
 
 
 def layer_report(model: nn.Module) -> list[LayerStats]:

@@ -5,6 +5,11 @@ initialization), builds its optimizer, and performs one optimisation step on one
 loop in :mod:`harness.train` calls nothing else, so methods that take several forward/backward passes
 per batch or change parameter shapes during training (DLRT, TDLRT) fit the same loop.
 
+What such methods need beyond this contract (selecting and replacing layers, capturing a layer's input and
+output gradient, changing a parameter's shape while torch's optimizer keeps its state, a truncation schedule,
+the rank rule) is the public toolkit :mod:`harness.toolkit`, also exported from ``harness``; the built-in
+DLRT/TDLRT use nothing else (README, "The toolkit for methods").
+
 Worked example (also in README, "Add a method plugin")::
 
     from pydantic import BaseModel
@@ -71,7 +76,7 @@ class Method:
         if name == "default":
             return cls.initializations[0]
         if name not in cls.initializations:
-            from harness.registry import did_you_mean
+            from harness.config import did_you_mean
 
             known = ", ".join(cls.initializations)
             raise ValueError(

@@ -7,12 +7,13 @@ added with the ``register`` decorator; third-party methods also come in through 
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
+
+from harness.config import did_you_mean
 
 T = TypeVar("T")
 
@@ -29,12 +30,6 @@ class UnknownNameError(KeyError):
         return self.args[0]
 
 
-def did_you_mean(name: str, known: list[str]) -> str:
-    """' (did you mean 'x'?)' for the closest known names, or ''."""
-    close = difflib.get_close_matches(str(name), known, n=2, cutoff=0.5)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-
-
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     name: str
@@ -49,13 +44,13 @@ class Registry(Generic[T]):
         self.kind = kind
         self.group = entry_point_group
         self._entries: dict[str, Entry[T]] = {}
-        self._eps: dict[str, object] | None = None
+        self._eps: dict[str, EntryPoint] | None = None
 
     def register(self, name: str | None = None, description: str | None = None) -> Callable[[T], T]:
         """Decorator: ``@MODELS.register("lenet5")`` registers the decorated builder under that name."""
 
         def decorate(builder: T) -> T:
-            self.add(name or getattr(builder, "name", None) or builder.__name__, builder, description)
+            self.add(name or getattr(builder, "name", None) or builder.__name__, builder, description)  # type: ignore[attr-defined]
             return builder
 
         return decorate
@@ -65,13 +60,13 @@ class Registry(Generic[T]):
         if existing is not None and existing.builder is not builder:
             raise ValueError(f"{self.kind} {name!r} is already registered by {existing.builder!r}")
         if isinstance(builder, type) and getattr(builder, "name", None) == "":
-            builder.name = name  # a Method subclass learns the name it is registered under
+            builder.name = name  # type: ignore[attr-defined]  # a Method subclass learns the name it is registered under
         doc = description or (getattr(builder, "__doc__", None) or "").strip().splitlines()
         if isinstance(doc, list):
             doc = doc[0] if doc else ""
         self._entries[name] = Entry(name, builder, doc)
 
-    def _entry_points(self) -> dict[str, object]:
+    def _entry_points(self) -> dict[str, EntryPoint]:
         """Entry points of the group not yet registered, discovered (not imported) once."""
         if self._eps is None:
             self._eps = {ep.name: ep for ep in entry_points(group=self.group)} if self.group else {}
@@ -116,7 +111,7 @@ class Registry(Generic[T]):
 
 METHODS: Registry[Any] = Registry("method", "harness.methods")
 MODELS: Registry[Callable[..., Any]] = Registry("model")
-DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
+DATASETS: Registry[Any] = Registry("dataset")  # harness.data.DatasetSpec entries
 
 register_method = METHODS.register
 register_model = MODELS.register

@@ -7,7 +7,8 @@ Tables:
   * ``history``: earlier results of runs that were run again (``--force``, ``--rerun-failed``); nothing
     a run produced is ever overwritten silently.
 
-Runs are claimed atomically (``claim``) so several workers can share one store.
+Runs are claimed atomically (``claim``) so several workers can share one store. Readers open the database
+read-only; what cannot be done is raised as a :class:`StoreError` (see :mod:`harness.store_errors`).
 """
 
 from __future__ import annotations
@@ -18,22 +19,22 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from harness.suite import RunSpec
+from harness.config import STATUSES, RunSpec, RunStatus
+from harness.store_errors import StoreError, explain
 
-STATUSES = ("pending", "running", "done", "failed")
 DB_NAME = "results.sqlite"
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     suite TEXT NOT NULL,
     label TEXT NOT NULL,
     config TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
     error TEXT,
     metrics TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -66,7 +67,11 @@ CREATE TABLE IF NOT EXISTS history (
     archived REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE INDEX IF NOT EXISTS history_run ON history (run_id);
 """
+__all__ = ["DB_NAME", "Store", "StoreError", "interrupted"]
+PENDING, RUNNING = RunStatus.PENDING.value, RunStatus.RUNNING.value
+SETTLED = tuple(s.value for s in RunStatus if s.settled)  # done, failed
 
 
 def _pid_alive(pid: int) -> bool:
@@ -79,51 +84,146 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _give_back(con: sqlite3.Connection, rid: str) -> None:
+    """A running run back to pending, its partial epochs dropped."""
+    cur = con.execute("UPDATE runs SET status=?, host=NULL, pid=NULL WHERE id=? AND status=?", (PENDING, rid, RUNNING))
+    if cur.rowcount:  # a run that has meanwhile settled keeps its epochs
+        con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
+
+
 def _insert(con: sqlite3.Connection, table: str, row: dict[str, Any], replace: bool = False) -> None:
     """Insert a row given as a column -> value mapping (the columns are the store's own)."""
     cols = list(row)
     verb = "INSERT OR REPLACE" if replace else "INSERT"
-    con.execute(f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                [row[c] for c in cols])
+    con.execute(
+        f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [row[c] for c in cols]
+    )
 
 
 def _archive(con: sqlite3.Connection, run: Any, epochs: list[dict[str, Any]], now: float) -> None:
     """Keep a run's result and epochs in ``history`` (before it is reset, or when a merge keeps ours)."""
-    _insert(con, "history", {"run_id": run["id"], "attempts": run["attempts"], "status": run["status"],
-                             "error": run["error"], "metrics": run["metrics"], "epochs": json.dumps(epochs),
-                             "started": run["started"], "finished": run["finished"], "archived": now})
+    _insert(
+        con,
+        "history",
+        {
+            "run_id": run["id"],
+            "attempts": run["attempts"],
+            "status": run["status"],
+            "error": run["error"],
+            "metrics": run["metrics"],
+            "epochs": json.dumps(epochs),
+            "started": run["started"],
+            "finished": run["finished"],
+            "archived": now,
+        },
+    )
+
+
+def interrupted(run: Any) -> bool:
+    """A run marked running by a process of this host that no longer exists (killed, or its disk filled)."""
+    if run["status"] != RUNNING or run["host"] != socket.gethostname():
+        return False
+    return run["pid"] is None or not _pid_alive(run["pid"])
 
 
 class Store:
-    """Access to one results directory's database."""
+    """Access to one results directory's database. Readers open it read-only (a read-only mount can be read);
+    errors come out as :class:`~harness.store_errors.StoreError` saying what went wrong and what to do."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         self.path = self.dir / DB_NAME
+        self._ready = False  # this store's file checked and its schema in place (writers, once)
 
-    def _connect(self) -> sqlite3.Connection:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+    @contextmanager
+    def _guarded(self, writing: bool) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            err = explain(exc, self.path, writing)
+            if err is None:
+                raise
+            raise err from exc
+
+    def _connect(self, write: bool = True) -> sqlite3.Connection:
+        if write:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        else:
+            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
         con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("PRAGMA busy_timeout=60000")
-        con.executescript(_SCHEMA)
+        try:
+            con.execute("PRAGMA busy_timeout=60000")
+            if write and not self._ready:
+                self._check(con)
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+                self._ready = True
+            if write:
+                con.execute("PRAGMA synchronous=NORMAL")
+            else:
+                con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            con.close()
+            if write or os.access(self.dir, os.W_OK):
+                raise
+            # a WAL store in a read-only directory: its -shm file cannot be made; nothing can write it either
+            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None)
+            con.row_factory = sqlite3.Row
+        except BaseException:
+            con.close()
+            raise
         return con
+
+    def _check(self, con: sqlite3.Connection) -> None:
+        """Before the first write: a damaged file is refused (and left untouched), not written into."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise sqlite3.DatabaseError("file is not a database")
+        found = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if found != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {found}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE) that commits on success and rolls back on error."""
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            yield con
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
+        with self._guarded(writing=True):
+            con = self._connect()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+                    with suppress(sqlite3.Error):
+                        con.execute("ROLLBACK")
+                raise
+            finally:
+                con.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection (the store must exist)."""
+        with self._guarded(writing=False):
+            con = self._connect(write=False)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def _rows(self, con: sqlite3.Connection, sql: str, args: tuple = ()) -> Iterator[dict[str, Any]]:
+        """Rows of a query on a :meth:`reading` connection, one at a time; errors name this store."""
+        with self._guarded(writing=False):
+            for row in con.execute(sql, args):
+                yield dict(row)
+
+    def _all(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
+        if not self.exists():
+            return []
+        with self.reading() as con:
+            return list(self._rows(con, sql, args))
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -135,21 +235,18 @@ class Store:
         with self.transaction() as con:
             before = con.total_changes
             con.executemany(
-                "INSERT OR IGNORE INTO runs (id, suite, label, config, status, created) "
-                "VALUES (?, ?, ?, ?, 'pending', ?)",
-                [(r.id, suite, r.label, json.dumps(r.config, sort_keys=True), now) for r in runs],
+                "INSERT OR IGNORE INTO runs (id, suite, label, config, status, created) VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.id, suite, r.label, json.dumps(r.config, sort_keys=True), PENDING, now) for r in runs],
             )
             return con.total_changes - before
 
     def release_stale(self) -> list[str]:
         """Runs marked running by a process of this host that no longer exists go back to pending."""
-        host = socket.gethostname()
         with self.transaction() as con:
-            rows = con.execute("SELECT id, pid FROM runs WHERE status='running' AND host=?", (host,)).fetchall()
-            stale = [r["id"] for r in rows if r["pid"] is None or not _pid_alive(r["pid"])]
+            rows = con.execute("SELECT id, status, host, pid FROM runs WHERE status=?", (RUNNING,)).fetchall()
+            stale = [r["id"] for r in rows if interrupted(r)]
             for rid in stale:
-                con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
-                con.execute("UPDATE runs SET status='pending', host=NULL, pid=NULL WHERE id=?", (rid,))
+                _give_back(con, rid)
             return stale
 
     def reset(self, ids: Iterable[str]) -> None:
@@ -158,20 +255,19 @@ class Store:
         with self.transaction() as con:
             for rid in ids:
                 row = con.execute("SELECT * FROM runs WHERE id=?", (rid,)).fetchone()
-                if row is None or row["status"] not in ("done", "failed"):
+                if row is None or row["status"] not in SETTLED:
                     continue
                 epochs = [dict(e) for e in con.execute("SELECT * FROM epochs WHERE run_id=? ORDER BY epoch", (rid,))]
                 _archive(con, row, epochs, now)
                 con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
-                con.execute("UPDATE runs SET status='pending', error=NULL, metrics=NULL WHERE id=?", (rid,))
+                con.execute("UPDATE runs SET status=?, error=NULL, metrics=NULL WHERE id=?", (PENDING, rid))
 
     def claim(self, rid: str) -> bool:
         """Atomically mark a pending run as running by this process; False if someone else has it."""
         with self.transaction() as con:
             cur = con.execute(
-                "UPDATE runs SET status='running', host=?, pid=?, started=?, attempts=attempts+1 "
-                "WHERE id=? AND status='pending'",
-                (socket.gethostname(), os.getpid(), time.time(), rid),
+                "UPDATE runs SET status=?, host=?, pid=?, started=?, attempts=attempts+1 WHERE id=? AND status=?",
+                (RUNNING, socket.gethostname(), os.getpid(), time.time(), rid, PENDING),
             )
             if cur.rowcount == 1:
                 con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
@@ -180,8 +276,16 @@ class Store:
     def release(self, rid: str) -> None:
         """Give an interrupted run back (status pending, partial epochs dropped)."""
         with self.transaction() as con:
-            con.execute("DELETE FROM epochs WHERE run_id=?", (rid,))
-            con.execute("UPDATE runs SET status='pending', host=NULL, pid=NULL WHERE id=? AND status='running'", (rid,))
+            _give_back(con, rid)
+
+    def release_own(self, ids: Iterable[str]) -> None:
+        """Give back those of ``ids`` that this process holds (a driver stopped while it was claiming)."""
+        me = (socket.gethostname(), os.getpid())
+        with self.transaction() as con:
+            for rid in ids:
+                row = con.execute("SELECT host, pid FROM runs WHERE id=?", (rid,)).fetchone()
+                if row is not None and (row["host"], row["pid"]) == me:
+                    _give_back(con, rid)
 
     def add_epoch(self, rid: str, row: dict[str, Any]) -> None:
         with self.transaction() as con:
@@ -201,11 +305,13 @@ class Store:
             )
 
     def finish(self, rid: str, status: str, metrics: dict[str, Any] | None = None, error: str | None = None) -> None:
-        assert status in ("done", "failed")
+        """Settle a run: done with its metrics, or failed with its error text."""
+        status = RunStatus(status)
+        assert status.settled
         with self.transaction() as con:
             con.execute(
                 "UPDATE runs SET status=?, metrics=?, error=?, finished=?, host=NULL, pid=NULL WHERE id=?",
-                (status, json.dumps(metrics) if metrics is not None else None, error, time.time(), rid),
+                (status.value, json.dumps(metrics) if metrics is not None else None, error, time.time(), rid),
             )
 
     def merge_from(self, other: Store) -> dict[str, int]:
@@ -213,64 +319,22 @@ class Store:
 
         A run this store lacks, or holds only as pending, takes the other's row and epochs. A run finished in
         both keeps this store's result and archives the other's in ``history``: nothing is overwritten. Runs
-        the other store has not finished are added as pending; its history is copied.
+        the other store has not finished are added as pending; its history is copied. Merging the same store
+        again changes nothing. The other store is read row by row (a large one is never held in memory).
         """
         if not other.exists():
             raise FileNotFoundError(f"no results store at {other.path}")
         if other.path.resolve() == self.path.resolve():
             raise ValueError(f"cannot merge {self.path} into itself")
-        src = other._connect()
-        try:
-            runs = [dict(r) for r in src.execute("SELECT * FROM runs ORDER BY created, rowid")]
-            epochs: dict[str, list[dict[str, Any]]] = {}
-            for e in src.execute("SELECT * FROM epochs ORDER BY run_id, epoch"):
-                epochs.setdefault(e["run_id"], []).append(dict(e))
-            history = [dict(h) for h in src.execute("SELECT * FROM history")]
-        finally:
-            src.close()
-        counts = {"added": 0, "replaced_pending": 0, "kept_ours": 0, "pending": 0, "history": 0}
-        now = time.time()
-        with self.transaction() as con:
-            for run in runs:
-                mine = con.execute("SELECT status FROM runs WHERE id=?", (run["id"],)).fetchone()
-                finished = run["status"] in ("done", "failed")
-                if not finished:
-                    if mine is None:
-                        con.execute("INSERT INTO runs (id, suite, label, config, status, created) "
-                                    "VALUES (?, ?, ?, ?, 'pending', ?)",
-                                    (run["id"], run["suite"], run["label"], run["config"], run["created"]))
-                        counts["pending"] += 1
-                    continue
-                if mine is not None and mine["status"] in ("done", "failed", "running"):
-                    _archive(con, run, epochs.get(run["id"], []), now)
-                    counts["kept_ours"] += 1
-                    continue
-                counts["added" if mine is None else "replaced_pending"] += 1
-                _insert(con, "runs", run, replace=True)
-                con.execute("DELETE FROM epochs WHERE run_id=?", (run["id"],))
-                for e in epochs.get(run["id"], []):
-                    _insert(con, "epochs", e)
-            for h in history:
-                seen = con.execute("SELECT 1 FROM history WHERE run_id=? AND archived=?",
-                                   (h["run_id"], h["archived"])).fetchone()
-                if seen is None:
-                    _insert(con, "history", h)
-                    counts["history"] += 1
-        return counts
+        with other.reading() as src, self.transaction() as con:
+            return _take(con, other, src)
 
     # -- reading ----------------------------------------------------------------------------------
     def runs(self, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """All runs (or the given ones) with config and metrics decoded."""
-        if not self.exists():
-            return []
-        con = self._connect()
-        try:
-            rows = [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY created, rowid")]
-        finally:
-            con.close()
         wanted = set(ids) if ids is not None else None
         out = []
-        for r in rows:
+        for r in self._all("SELECT * FROM runs ORDER BY created, rowid"):
             if wanted is not None and r["id"] not in wanted:
                 continue
             r["config"] = json.loads(r["config"])
@@ -279,29 +343,67 @@ class Store:
         return out
 
     def epochs(self, rid: str | None = None) -> list[dict[str, Any]]:
-        if not self.exists():
-            return []
-        con = self._connect()
-        try:
-            q = "SELECT * FROM epochs" + (" WHERE run_id=?" if rid else "") + " ORDER BY run_id, epoch"
-            rows = [dict(r) for r in con.execute(q, (rid,) if rid else ())]
-        finally:
-            con.close()
+        q = "SELECT * FROM epochs" + (" WHERE run_id=?" if rid else "") + " ORDER BY run_id, epoch"
+        rows = self._all(q, (rid,) if rid else ())
         for r in rows:
             r["layers"] = json.loads(r["layers"]) if r["layers"] else None
         return rows
 
     def history(self) -> list[dict[str, Any]]:
-        if not self.exists():
-            return []
-        con = self._connect()
-        try:
-            return [dict(r) for r in con.execute("SELECT * FROM history ORDER BY archived")]
-        finally:
-            con.close()
+        return self._all("SELECT * FROM history ORDER BY archived")
 
     def counts(self, ids: Iterable[str] | None = None) -> dict[str, int]:
         out = dict.fromkeys(STATUSES, 0)
         for r in self.runs(ids):
             out[r["status"]] += 1
         return out
+
+
+def _known(con: sqlite3.Connection, row: dict[str, Any], archived: float | None = None) -> bool:
+    """Whether this store's history already holds the result ``row`` (a run or a history row) carries."""
+    where = "run_id=? AND status IS ? AND metrics IS ? AND started IS ? AND finished IS ?"
+    args = [row.get("run_id", row.get("id")), row["status"], row["metrics"], row["started"], row["finished"]]
+    if archived is not None:
+        where, args = where + " AND archived=?", [*args, archived]
+    return con.execute(f"SELECT 1 FROM history WHERE {where}", args).fetchone() is not None
+
+
+def _same(a: Any, b: dict[str, Any]) -> bool:
+    return all(a[k] == b[k] for k in ("status", "metrics", "started", "finished"))
+
+
+def _take(con: sqlite3.Connection, other: Store, src: sqlite3.Connection) -> dict[str, int]:
+    """Merge ``other``'s rows (read from ``src``) into this transaction (see :meth:`Store.merge_from`).
+
+    A result already here, as the run's row or in its history, is not archived again: a merge is idempotent.
+    """
+    counts = {"added": 0, "replaced_pending": 0, "kept_ours": 0, PENDING: 0, "history": 0, "already_here": 0}
+    now = time.time()
+    for run in other._rows(src, "SELECT * FROM runs ORDER BY created, rowid"):
+        mine = con.execute("SELECT * FROM runs WHERE id=?", (run["id"],)).fetchone()
+        if run["status"] not in SETTLED:
+            if mine is None:
+                con.execute(
+                    "INSERT INTO runs (id, suite, label, config, status, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (run["id"], run["suite"], run["label"], run["config"], PENDING, run["created"]),
+                )
+                counts[PENDING] += 1
+            continue
+        epochs = other._rows(src, "SELECT * FROM epochs WHERE run_id=? ORDER BY epoch", (run["id"],))
+        if mine is not None and mine["status"] in (*SETTLED, RUNNING):
+            if _same(mine, run) or _known(con, run):
+                counts["already_here"] += 1
+            else:
+                _archive(con, run, list(epochs), now)
+                counts["kept_ours"] += 1
+            continue
+        counts["added" if mine is None else "replaced_pending"] += 1
+        _insert(con, "runs", run, replace=True)
+        con.execute("DELETE FROM epochs WHERE run_id=?", (run["id"],))
+        for e in epochs:
+            _insert(con, "epochs", e)
+    for h in other._rows(src, "SELECT * FROM history"):
+        if not _known(con, h, h["archived"]):
+            _insert(con, "history", h)
+            counts["history"] += 1
+    return counts

@@ -12,17 +12,18 @@ VGG16 under a budget, or the fixed-rank baselines at their own learning rate.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
-from harness.registry import DATASETS, METHODS, MODELS, UnknownNameError, did_you_mean
+from harness.config import Budget, RunSpec, Strict, Training, did_you_mean, identity_dump
+from harness.grid_size import MAX_RUNS_ENV, count_runs, run_limit, too_many
+from harness.registry import DATASETS, METHODS, MODELS, UnknownNameError
 
 
 class SuiteError(ValueError):
@@ -34,57 +35,14 @@ class SuiteError(ValueError):
         super().__init__(f"invalid suite {source}:\n{lines}")
 
 
-class Strict(BaseModel):
-    """A model that rejects unknown keys with a did-you-mean suggestion."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = list(cls.model_fields)
-            for key in data:
-                if key not in known:
-                    raise ValueError(
-                        f"unknown key {key!r}{did_you_mean(str(key), known)}; allowed keys: {', '.join(known)}"
-                    )
-        return data
-
-
-class Training(Strict):
-    """Training settings shared by every run of a suite."""
-
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(1000, ge=1)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["constant", "cosine", "step"] = "constant"
-    warmup_epochs: int = Field(0, ge=0)
-    step_size: int = Field(30, ge=1)
-    gamma: float = Field(0.1, gt=0, le=1)
-    augmentation: Literal["auto", "none", "crop_flip"] = "auto"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-
-
-class Budget(Strict):
-    """Limits for CPU runs: subset sizes and an epoch cap. Recorded with every run."""
-
-    train_subset: int | None = Field(None, ge=1)
-    test_subset: int | None = Field(None, ge=1)
-    epochs: int | None = Field(None, ge=1)
-
-
 class MethodEntry(Strict):
     """One method of the grid with its parameter grid (a list value means a sweep)."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     initializations: list[str] | None = None
+    # the sweep's parameter settings, validated and resolved (defaults filled in) once, while the suite is parsed
+    _settings: list[dict[str, Any]] = PrivateAttr(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -119,7 +77,7 @@ class Grid(Strict):
 class Suite(Strict):
     """A YAML grid of runs (or, with ``grids``, several; ``parts`` holds them resolved)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     description: str = ""
     datasets: list[str] = Field(min_length=1)
     models: list[str] = Field(min_length=1)
@@ -140,6 +98,11 @@ class Suite(Strict):
             return [{"name": m} if isinstance(m, str) else m for m in v]
         return v
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return check_suite_name(v)
+
     @field_validator("datasets")
     @classmethod
     def _datasets(cls, v: list[str]) -> list[str]:
@@ -151,28 +114,18 @@ class Suite(Strict):
         return [_check_registered(MODELS, n) for n in v]
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One fully resolved run of a suite."""
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
-    id: str
-    config: dict[str, Any]
 
-    @property
-    def label(self) -> str:
-        c = self.config
-        params = ",".join(f"{k}={v}" for k, v in sorted(c["params"].items()))
-        return (
-            f"{c['dataset']}/{c['model']}/{c['method']}"
-            + (f"[{params}]" if params else "")
-            + f"/{c['initialization']}/s{c['seed']}"
+def check_suite_name(name: str) -> str:
+    """A suite's name is the folder of its results (``results/<name>/``): a plain name, never a path."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"suite name {name!r} is not a plain name: it names the results folder results/<name>/, so it takes "
+            "letters, digits, '_', '.' and '-' (at most 100), starting with a letter, digit or '_' "
+            "(not '.', '..' or an option such as '-x')"
         )
-
-
-def run_id(config: dict[str, Any]) -> str:
-    """Stable hash of a resolved run configuration (key order does not matter)."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return name
 
 
 def _loc(parts: tuple[Any, ...]) -> str:
@@ -206,12 +159,14 @@ def sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_methods(suite: Suite) -> list[tuple[str, str]]:
+    """Validate every method's parameter sweep and initializations; keep each entry's resolved settings."""
     problems = []
     for i, entry in enumerate(suite.methods):
         cls = METHODS.get(entry.name)
+        entry._settings = []
         for combo in sweep(entry.params):
             try:
-                cls.Params.model_validate(combo)
+                entry._settings.append(identity_dump(cls.Params.model_validate(combo)))
             except ValidationError as err:
                 for loc, msg in _problems(err, f"methods[{i}].params"):
                     problems.append((loc, msg.replace("Extra inputs are not permitted", _extra_message(cls, loc))))
@@ -255,32 +210,51 @@ def _check_shapes(suite: Suite) -> list[tuple[str, str]]:
     return problems
 
 
-def parse_suite(data: Any, source: str = "<suite>") -> Suite:
-    """Validate suite data (a dict); raise :class:`SuiteError` listing every problem found."""
+def _check_size(parts: list[Suite], source: str, max_runs: int | None) -> None:
+    """Refuse a suite of more runs than the limit (see :mod:`harness.grid_size`) before expanding it."""
+    try:
+        why = too_many([count_runs(p) for p in parts], run_limit() if max_runs is None else max_runs)
+    except ValueError as exc:
+        raise SuiteError(MAX_RUNS_ENV, [(MAX_RUNS_ENV, str(exc))]) from None
+    if why:
+        raise SuiteError(source, [("", why)])
+
+
+def parse_suite(data: Any, source: str = "<suite>", max_runs: int | None = None) -> Suite:
+    """Validate suite data (a dict); raise :class:`SuiteError` listing every problem found.
+
+    More than ``max_runs`` runs (default: :func:`harness.grid_size.run_limit`; 0: none) is refused unexpanded."""
     if not isinstance(data, dict):
         raise SuiteError(source, [("", f"a suite must be a mapping of keys, got {type(data).__name__}")])
     if data.get("grids") is None:
-        suite = _parse_grid(data, source, "")
+        suite = _validate_grid(data, source, "")
         suite.parts = [suite]
+        _check_size(suite.parts, source, max_runs)
+        _check_grid(suite, source, "")
         return suite
     grids = data["grids"]
     if not isinstance(grids, list) or not grids:
         raise SuiteError(source, [("grids", "grids must be a non-empty list of sub-grids")])
     problems: list[tuple[str, str]] = []
-    parts: list[Suite] = []
+    valid: dict[int, Suite] = {}
     checked: list[Grid] = []
     for i, grid in enumerate(grids):
         try:
             checked.append(Grid.model_validate(grid))
+            valid[i] = _validate_grid(grid_data(data, grid), source, f"grids[{i}]")
         except ValidationError as err:
             problems += _problems(err, f"grids[{i}]")
-            continue
+        except SuiteError as exc:
+            problems += exc.problems
+    _check_size(list(valid.values()), source, max_runs)
+    for i, part in valid.items():
         try:
-            parts.append(_parse_grid(grid_data(data, grid), source, f"grids[{i}]"))
+            _check_grid(part, source, f"grids[{i}]")
         except SuiteError as exc:
             problems += exc.problems
     if problems:
         raise SuiteError(source, list(dict.fromkeys(problems)))
+    parts = list(valid.values())
     top = parts[0].model_copy(update={"grids": checked})
     top.parts = parts
     return top
@@ -297,22 +271,30 @@ def grid_data(data: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _parse_grid(data: dict[str, Any], source: str, prefix: str) -> Suite:
+def _validate_grid(data: dict[str, Any], source: str, prefix: str) -> Suite:
     try:
-        suite = Suite.model_validate(data)
+        return Suite.model_validate(data)
     except ValidationError as err:
         raise SuiteError(source, _problems(err, prefix)) from None
+
+
+def _check_grid(suite: Suite, source: str, prefix: str) -> None:
+    """Every parameter setting validated (and resolved) and every model built: what the schema cannot check."""
     found = _check_methods(suite) + _check_shapes(suite)
     problems = [(f"{prefix}.{loc}" if prefix else loc, msg) for loc, msg in found]
     problems = list(dict.fromkeys(problems))  # a sweep repeats them
     if problems:
         raise SuiteError(source, problems)
-    return suite
 
 
-def load_suite(path: str | Path, overrides: dict[str, Any] | None = None, grids: list[str] | None = None) -> Suite:
+def load_suite(
+    path: str | Path,
+    overrides: dict[str, Any] | None = None,
+    grids: list[str] | None = None,
+    max_runs: int | None = None,
+) -> Suite:
     """Read and validate a suite file; ``overrides`` are merged into its top-level sections; ``grids``
-    keeps only the sub-grids of those names."""
+    keeps only the sub-grids of those names; ``max_runs`` as in :func:`parse_suite`."""
     path = Path(path)
     if not path.is_file():
         raise SuiteError(str(path), [("", "file not found")])
@@ -324,7 +306,7 @@ def load_suite(path: str | Path, overrides: dict[str, Any] | None = None, grids:
         data = select_grids(data, grids, str(path))
     if overrides and isinstance(data, dict):
         data = apply_overrides(data, overrides)
-    return parse_suite(data, str(path))
+    return parse_suite(data, str(path), max_runs)
 
 
 def select_grids(data: dict[str, Any], names: list[str], source: str = "<suite>") -> dict[str, Any]:
@@ -335,8 +317,10 @@ def select_grids(data: dict[str, Any], names: list[str], source: str = "<suite>"
     known = [g.get("name", "") for g in grids if isinstance(g, dict)]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise SuiteError(source, [("grids", f"no grid named {n!r}{did_you_mean(n, known)}; grids: "
-                                            f"{', '.join(known)}") for n in unknown])
+        raise SuiteError(
+            source,
+            [("grids", f"no grid named {n!r}{did_you_mean(n, known)}; grids: {', '.join(known)}") for n in unknown],
+        )
     return {**data, "grids": [g for g in grids if isinstance(g, dict) and g.get("name", "") in names]}
 
 
@@ -356,7 +340,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             out[key] = {**out[key], **value}
         elif key not in selections:
             out[key] = value
-    if not gridded:
+    if not gridded or not isinstance(grids, list):
         return out
     listed: dict[str, set[str]] = {k: set() for k in selections}
     out["grids"] = []
@@ -366,7 +350,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             if isinstance(value, dict):
                 g[key] = {**(g.get(key) or {}), **value}
         for key, wanted in selections.items():
-            own = g.get(key) if g.get(key) is not None else data.get(key) or []
+            own: list[str] = list(g[key] if g.get(key) is not None else data.get(key) or [])
             listed[key].update(own)
             g[key] = [n for n in own if n in wanted]
         if all(g[k] for k in selections):
@@ -374,42 +358,48 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     for key, wanted in selections.items():
         unknown = [n for n in wanted if n not in listed[key]]
         if unknown:
-            raise SuiteError("--" + key, [(key, f"{unknown} not in this suite's grids; it has: "
-                                                f"{', '.join(sorted(listed[key]))}")])
+            raise SuiteError(
+                "--" + key, [(key, f"{unknown} not in this suite's grids; it has: {', '.join(sorted(listed[key]))}")]
+            )
     return out
 
 
 def expand(suite: Suite) -> list[RunSpec]:
     """All runs of a suite (every grid of it), in grid order, without duplicates."""
-    runs: dict[str, RunSpec] = {}
+    return list(iter_runs(suite))
+
+
+def iter_runs(suite: Suite) -> Iterator[RunSpec]:
+    """The runs of :func:`expand`, made one at a time (only their ids are kept, to drop duplicates)."""
+    seen: set[str] = set()
     for part in suite.parts or [suite]:
         for spec in _expand_grid(part):
-            runs.setdefault(spec.id, spec)
-    return list(runs.values())
+            if spec.id not in seen:
+                seen.add(spec.id)
+                yield spec
 
 
-def _expand_grid(suite: Suite) -> list[RunSpec]:
-    training = suite.training.model_dump()
-    budget = suite.budget.model_dump()
+def _expand_grid(suite: Suite) -> Iterator[RunSpec]:
+    training = identity_dump(suite.training)
+    budget = identity_dump(suite.budget)
     if budget["epochs"] is not None:
         training["epochs"] = min(training["epochs"], budget["epochs"])
-    runs: dict[str, RunSpec] = {}
     for dataset, model, entry in itertools.product(suite.datasets, suite.models, suite.methods):
+        if not entry._settings:
+            raise ValueError("expand a suite read by parse_suite or load_suite (they resolve its parameters)")
         cls = METHODS.get(entry.name)
-        for combo in sweep(entry.params):
-            params = cls.Params.model_validate(combo).model_dump(mode="json")
+        for params in entry._settings:  # resolved once, by parse_suite
             for init in entry.initializations or suite.initializations:
                 for seed in suite.seeds:
-                    config = {
-                        "dataset": dataset,
-                        "model": model,
-                        "method": entry.name,
-                        "params": params,
-                        "initialization": cls.resolve_initialization(init),
-                        "seed": seed,
-                        "training": training,
-                        "budget": budget,
-                    }
-                    rid = run_id(config)
-                    runs.setdefault(rid, RunSpec(rid, config))
-    return list(runs.values())
+                    yield RunSpec.of(
+                        {
+                            "dataset": dataset,
+                            "model": model,
+                            "method": entry.name,
+                            "params": params,
+                            "initialization": cls.resolve_initialization(init),
+                            "seed": seed,
+                            "training": training,
+                            "budget": budget,
+                        }
+                    )

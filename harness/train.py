@@ -12,13 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.config import EpochRecord, Training
 from harness.data import crop_flip, load_tensors
 from harness.layers import parameter_summary
 from harness.method import Method
 from harness.models import create_model
 from harness.optim import lr_factor, set_lr
 from harness.registry import DATASETS, METHODS
-from harness.suite import Training
 
 
 class DivergedError(RuntimeError):
@@ -182,16 +182,8 @@ def train_run(
             if not math.isfinite(train_loss):
                 raise DivergedError(_diverged(epoch, steps - 1, training))
             acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
-            layers = [s.to_dict() for s in method.layer_stats(model)]
-            row = dict(
-                epoch=epoch,
-                train_loss=train_loss,
-                test_acc=acc,
-                test_loss=test_loss,
-                seconds=seconds,
-                lr=lr,
-                layers=layers,
-            )
+            stats = [s.to_dict() for s in method.layer_stats(model)]
+            row = EpochRecord(epoch, train_loss, acc, test_loss, seconds, lr, stats).to_dict()
             epochs.append(row)
             cb.epoch_end(row)
     layers = method.layer_stats(model)

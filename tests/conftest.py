@@ -1,4 +1,4 @@
-"""Shared fixtures: the real MNIST files beside the checkout, small suites, a quiet CLI runner."""
+"""Shared fixtures: the real MNIST files beside the checkout, small suites, the CLI in-process or in a process."""
 
 from __future__ import annotations
 
@@ -6,13 +6,34 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import chdir
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# A data root holding the real MNIST files: $HARNESS_DATA when set, else a `shared/data` folder beside the
+# checkout (where CI keeps them). Tests that need the real files skip without them, except under CI.
+SHARED_DATA = Path(os.environ["HARNESS_DATA"]) if os.environ.get("HARNESS_DATA") else ROOT.parent / "shared" / "data"
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def has_real_mnist(root: Path = SHARED_DATA) -> bool:
+    """Whether ``root/MNIST/raw`` holds the four MNIST files (raw or gzipped)."""
+    raw = root / "MNIST" / "raw"
+    return all((raw / f).is_file() or (raw / f"{f}.gz").is_file() for f in MNIST_FILES)
+
+
+def require_real_mnist() -> None:
+    """Skip (with the reason) when no data root with real MNIST is given; under CI, which has it, fail."""
+    if has_real_mnist():
+        return
+    message = f"real MNIST files not found under {SHARED_DATA / 'MNIST' / 'raw'} (set HARNESS_DATA to a data root)"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must have them")
+    pytest.skip(message)
 
 
 @pytest.fixture
@@ -42,8 +63,30 @@ def tiny_suite(**over) -> dict:
     return data
 
 
+@dataclass
+class CliResult:
+    """What a command returned: its exit status and what it wrote (as ``subprocess.run`` gives it)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> CliResult:
+    """Run the harness CLI in this process (typer's runner): for what a command prints and returns."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    with chdir(cwd or Path.cwd()):
+        res = CliRunner(env={"COLUMNS": "200", **(env or {})}).invoke(app, list(args))
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return CliResult(res.exit_code, res.stdout, res.stderr)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
-    """Run the harness CLI in a fresh process."""
+    """Run the harness CLI in a fresh process: where the process is the point (signals, a clean interpreter)."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout

@@ -32,7 +32,8 @@ def test_train_step_and_inference_benchmarks_run(spec, workload):
     step.peakmem_train_step(spec, workload)
     after = [p for p in step.model.parameters() if p.requires_grad]
     changed = len(before) != len(after) or any(
-        a.shape != b.shape or not a.detach().equal(b) for a, b in zip(after, before, strict=True))
+        a.shape != b.shape or not a.detach().equal(b) for a, b in zip(after, before, strict=True)
+    )
     assert changed  # the step trained something
     inf = bm.Inference()
     inf.setup(spec, workload)

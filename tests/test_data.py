@@ -20,7 +20,7 @@ from harness.data import (
     read_cifar_batch,
     subset_indices,
 )
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, require_real_mnist
 
 
 def write_cifar(root, n=20):
@@ -93,6 +93,7 @@ def test_failed_download_is_reported(tmp_path, monkeypatch):
 
 
 def test_real_mnist_from_shared_data_gz_and_raw(tmp_path):
+    require_real_mnist()
     x, y, xt, yt = load_mnist(SHARED_DATA, download=False)
     assert x.shape == (60000, 1, 28, 28) and xt.shape == (10000, 1, 28, 28)
     assert np.bincount(y).min() > 5000 and set(np.unique(yt)) == set(range(10))

@@ -26,8 +26,15 @@ def grid(**over):
 
 
 def results(store: Store) -> dict[str, tuple]:
-    return {r["id"]: (r["status"], r["attempts"], (r["metrics"] or {}).get("final_acc"),
-                      (r["metrics"] or {}).get("final_train_loss")) for r in store.runs()}
+    return {
+        r["id"]: (
+            r["status"],
+            r["attempts"],
+            (r["metrics"] or {}).get("final_acc"),
+            (r["metrics"] or {}).get("final_train_loss"),
+        )
+        for r in store.runs()
+    }
 
 
 def train(tmp, runs, how, **kw):
@@ -59,8 +66,11 @@ def test_two_local_workers_match_one(tmp_path):
 
 def test_ray_matches_local_and_records_a_raising_task(tmp_path):
     runs = grid()
-    bad = expand(parse_suite({**tiny_suite(), "training": {"epochs": 1, "lr": 1e6},
-                              "budget": {"train_subset": 600, "test_subset": 300}}))
+    bad = expand(
+        parse_suite(
+            {**tiny_suite(), "training": {"epochs": 1, "lr": 1e6}, "budget": {"train_subset": 600, "test_subset": 300}}
+        )
+    )
     local, _ = train(tmp_path / "local", runs, run_local, workers=1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

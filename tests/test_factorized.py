@@ -1,4 +1,4 @@
-"""The fixed-rank factorized baselines: tucker, cp, tt and matrix (methods/factorized.py)."""
+"""The fixed-rank factorized baselines: tucker, cp, tt and matrix (methods/fixed_rank/)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 from harness import METHODS, create_model, layer_report, parameter_summary
 from harness.suite import SuiteError, expand, parse_suite
 from harness.train import train_run
-from harness_methods.factorized import (
+from harness_methods.fixed_rank import (
     CPMethod,
     MatrixConv2d,
     MatrixLinear,
@@ -81,13 +81,19 @@ def test_lenet5_trains_well_above_chance(name):
     assert 0.0 < metrics["compression"] < 1.0
 
 
-@pytest.mark.parametrize(("name", "init", "params"), [
-    ("tucker", "decompose", {}), ("tt", "spectral", {}), ("matrix", "spectral", {}),
-    ("cp", "spectral", {"decompose_iters": 5}),  # CP from a decomposed random kernel learns slowest
-])
+@pytest.mark.parametrize(
+    ("name", "init", "params"),
+    [
+        ("tucker", "decompose", {}),
+        ("tt", "spectral", {}),
+        ("matrix", "spectral", {}),
+        ("cp", "spectral", {"decompose_iters": 5}),  # CP from a decomposed random kernel learns slowest
+    ],
+)
 def test_lenet5_trains_from_decomposed_inits(name, init, params):
-    (run,) = expand(parse_suite(_suite(name, {"rank": 0.5, **params}, init,
-                                       training={"epochs": 3, "batch_size": 64, "lr": 0.02})))
+    (run,) = expand(
+        parse_suite(_suite(name, {"rank": 0.5, **params}, init, training={"epochs": 3, "batch_size": 64, "lr": 0.02}))
+    )
     assert run.config["initialization"] == init
     assert train_run(run.config, device="cpu")["final_acc"] > 0.5
 
@@ -107,8 +113,7 @@ def test_vgg16_forward_backward_at_several_ranks(name):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (4,), generator=gen)
-    for params in ({"rank": 0.1}, {"rank": 0.3, "implementation": "reconstructed"}, {"compression": 0.9},
-                   {"rank": 16}):
+    for params in ({"rank": 0.1}, {"rank": 0.3, "implementation": "reconstructed"}, {"compression": 0.9}, {"rank": 16}):
         torch.manual_seed(0)
         model = create_model("vgg16")
         full = sum(p.numel() for p in model.parameters())
@@ -231,8 +236,10 @@ def test_random_init_keeps_the_output_scale(name):
     for dense, inp in ((conv, x), (lin, xl)):
         with torch.no_grad():
             ref = dense(inp).std()
-            ratios = [float(METHOD_CLASSES[name]({"rank": 0.25}, "random").factorize(dense, seed)(inp).std() / ref)
-                      for seed in range(4)]
+            ratios = [
+                float(METHOD_CLASSES[name]({"rank": 0.25}, "random").factorize(dense, seed)(inp).std() / ref)
+                for seed in range(4)
+            ]
         assert 0.6 < sum(ratios) / len(ratios) < 1.4, ratios
 
 
@@ -267,8 +274,12 @@ def test_spectral_factors_are_balanced():
 
 def test_layer_modules_report_their_format():
     conv, lin = nn.Conv2d(16, 32, 3, padding=1), nn.Linear(64, 32)
-    for name, conv_cls, lin_cls in (("tucker", TensorConv2d, TensorLinear), ("cp", TensorConv2d, TensorLinear),
-                                    ("tt", TensorConv2d, TensorLinear), ("matrix", MatrixConv2d, MatrixLinear)):
+    for name, conv_cls, lin_cls in (
+        ("tucker", TensorConv2d, TensorLinear),
+        ("cp", TensorConv2d, TensorLinear),
+        ("tt", TensorConv2d, TensorLinear),
+        ("matrix", MatrixConv2d, MatrixLinear),
+    ):
         method = METHOD_CLASSES[name]({"rank": 0.25})
         c, fc = method.factorize(conv, 0), method.factorize(lin, 0)
         assert isinstance(c, conv_cls) and isinstance(fc, lin_cls)
@@ -280,20 +291,23 @@ def test_layer_modules_report_their_format():
 
 
 # -- validation ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "params", "message"), [
-    ("tucker", {"rank": 0.5, "compression": 0.9}, "either rank or compression"),
-    ("cp", {"compression": 1.0}, "strictly between 0 and 1"),
-    ("tt", {"compression": -0.1}, "strictly between 0 and 1"),
-    ("matrix", {"rank": 1.5}, "fraction of full rank must lie in (0, 1]"),
-    ("tucker", {"rank": 0}, "at least 1"),
-    ("cp", {"rank": [4, 4]}, "single rank"),
-    ("tucker", {"rank": [4, 4, 3, 3]}, "length 2"),
-    ("tucker", {"rank": [4, 4], "modes": "all"}, "length 4"),
-    ("tt", {"rank": [4, 4]}, "length 3"),
-    ("matrix", {"rank": "half"}, "rank must be a fraction"),
-    ("matrix", {"rank": True}, "rank must be a fraction"),
-    ("cp", {"ranks": 4}, "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("tucker", {"rank": 0.5, "compression": 0.9}, "either rank or compression"),
+        ("cp", {"compression": 1.0}, "strictly between 0 and 1"),
+        ("tt", {"compression": -0.1}, "strictly between 0 and 1"),
+        ("matrix", {"rank": 1.5}, "fraction of full rank must lie in (0, 1]"),
+        ("tucker", {"rank": 0}, "at least 1"),
+        ("cp", {"rank": [4, 4]}, "single rank"),
+        ("tucker", {"rank": [4, 4, 3, 3]}, "length 2"),
+        ("tucker", {"rank": [4, 4], "modes": "all"}, "length 4"),
+        ("tt", {"rank": [4, 4]}, "length 3"),
+        ("matrix", {"rank": "half"}, "rank must be a fraction"),
+        ("matrix", {"rank": True}, "rank must be a fraction"),
+        ("cp", {"ranks": 4}, "Extra inputs"),
+    ],
+)
 def test_impossible_params_are_validation_errors(name, params, message):
     with pytest.raises(ValidationError) as err:
         METHOD_CLASSES[name].Params.model_validate(params)
@@ -319,14 +333,17 @@ def test_suite_reports_impossible_specs():
         parse_suite(_suite("tt", {}, "orthogonal"))
 
 
-@pytest.mark.parametrize(("name", "params", "message"), [
-    ("tucker", {"rank": 32}, "layer '3' (conv weight (50, 20, 5, 5)): rank 32 exceeds in_channels = 20"),
-    ("tucker", {"rank": 8, "modes": "all"}, "rank 8 exceeds kernel_h = 5"),
-    ("matrix", {"rank": 600}, "rank 600 exceeds min(out_channels, in_channels*kh*kw) = 50"),
-    ("cp", {"rank": 2000, "layers": ["7"]}, "layer '7' (linear weight (500, 800)): rank 2000 exceeds"),
-    ("tt", {"rank": [20, 1, 20]}, "inconsistent"),
-    ("cp", {"compression": 0.99999}, "compression 0.99999 is not reachable"),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("tucker", {"rank": 32}, "layer '3' (conv weight (50, 20, 5, 5)): rank 32 exceeds in_channels = 20"),
+        ("tucker", {"rank": 8, "modes": "all"}, "rank 8 exceeds kernel_h = 5"),
+        ("matrix", {"rank": 600}, "rank 600 exceeds min(out_channels, in_channels*kh*kw) = 50"),
+        ("cp", {"rank": 2000, "layers": ["7"]}, "layer '7' (linear weight (500, 800)): rank 2000 exceeds"),
+        ("tt", {"rank": [20, 1, 20]}, "inconsistent"),
+        ("cp", {"compression": 0.99999}, "compression 0.99999 is not reachable"),
+    ],
+)
 def test_rank_above_a_dimension_fails_in_prepare(name, params, message):
     with pytest.raises(ValueError) as err:
         METHOD_CLASSES[name](params).prepare(create_model("lenet5"), torch.Generator())

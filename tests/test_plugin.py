@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 from tests.conftest import run_cli, tiny_suite
+from tests.test_readme import readme_examples
 
 PLUGIN = '''
 """A third-party method: full training with every layer's weights frozen except the last two."""
@@ -31,22 +32,24 @@ class HeadOnly(Method):
 '''
 
 
-def test_entry_point_plugin_is_listed_and_runs(tmp_path, write_suite):
+def install_plugin(tmp_path, package: str, code: str, entry_point: str) -> dict:
+    """Install ``code`` as the outside package ``package`` registering ``entry_point`` (``name = "mod:Class"``)
+    in the ``harness.methods`` group; returns the environment that puts it on the path."""
     src = tmp_path / "src"
-    (src / "headonly_plugin").mkdir(parents=True)
-    (src / "headonly_plugin" / "__init__.py").write_text(PLUGIN)
+    (src / package).mkdir(parents=True)
+    (src / package / "__init__.py").write_text(code)
     (src / "pyproject.toml").write_text(
-        textwrap.dedent("""
+        textwrap.dedent(f"""
         [build-system]
         requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
         [project]
-        name = "headonly-plugin"
+        name = "{package.replace("_", "-")}"
         version = "0.1"
         [project.entry-points."harness.methods"]
-        head_only = "headonly_plugin:HeadOnly"
+        {entry_point}
         [tool.setuptools]
-        packages = ["headonly_plugin"]
+        packages = ["{package}"]
     """)
     )
     site = tmp_path / "site"
@@ -68,7 +71,11 @@ def test_entry_point_plugin_is_listed_and_runs(tmp_path, write_suite):
         timeout=300,
     )
     assert pip.returncode == 0, pip.stderr
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_entry_point_plugin_is_listed_and_runs(tmp_path, write_suite):
+    env = install_plugin(tmp_path, "headonly_plugin", PLUGIN, 'head_only = "headonly_plugin:HeadOnly"')
 
     listed = run_cli("list", "methods", env=env)
     assert "head_only" in listed.stdout and "Train only the last N parameter tensors" in listed.stdout
@@ -85,3 +92,14 @@ def test_entry_point_plugin_is_listed_and_runs(tmp_path, write_suite):
     # without the package on the path the method is unknown, and the message says so
     res = run_cli("run", str(path), "--results", str(tmp_path / "res3"))
     assert res.returncode == 2 and "unknown method 'head_only'" in res.stderr
+
+
+def test_outside_rank_adaptive_package_on_the_public_toolkit_trains_in_a_suite(tmp_path, write_suite):
+    """The README's rank-adaptive method, built only on the toolkit ``harness`` exports, as an outside package."""
+    code = readme_examples()[1].split('if __name__ == "__main__":', 1)[0]
+    assert "harness_methods" not in code and "harness." not in code.replace("harness.toolkit", "")
+    env = install_plugin(tmp_path, "colprune_plugin", code, 'column_pruning = "colprune_plugin:ColumnPruning"')
+    path = write_suite(tiny_suite(methods=[{"name": "column_pruning", "params": {"tau": [0.1, 0.3], "every": 5}}]))
+    res = run_cli("run", str(path), "--results", str(tmp_path / "res"), env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("done   ") == 2 and "column_pruning[" in res.stdout and "tau=0.3" in res.stdout

@@ -1,4 +1,4 @@
-"""The README's plugin example runs as written."""
+"""The README's plugin examples run as written."""
 
 from __future__ import annotations
 
@@ -9,15 +9,34 @@ import sys
 from tests.conftest import ROOT
 
 
-def test_readme_plugin_example_runs(tmp_path):
+def readme_examples() -> list[str]:
+    """The python blocks of the README's plugin section: the first method, then the rank-adaptive one."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Add a method plugin", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = text.split("## Add a method plugin", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def run_example(code: str, tmp_path) -> list[str]:
     script = tmp_path / "plugin_example.py"
     script.write_text(code)
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    lines = [ln for ln in res.stdout.splitlines() if "frozen_features" in ln]
+    return res.stdout.splitlines()
+
+
+def test_readme_plugin_example_runs(tmp_path):
+    lines = [ln for ln in run_example(readme_examples()[0], tmp_path) if "frozen_features" in ln]
     assert len(lines) == 2
     accs = [float(ln.split()[-1]) for ln in lines]
     assert all(0.3 < a <= 1.0 for a in accs)  # it trains: far above chance with one trainable layer
+
+
+def test_readme_rank_adaptive_example_trains_and_prunes(tmp_path):
+    """The rank-adaptive example, written only on the public toolkit, trains in a suite and its ranks shrink
+    (more with the larger tolerance) from the initial 250 of LeNet5's fc1."""
+    lines = [ln for ln in run_example(readme_examples()[1], tmp_path) if "column_pruning" in ln]
+    assert len(lines) == 2 and "tau=0.1" in lines[0] and "tau=0.3" in lines[1]
+    accs = [float(ln.split()[-1]) for ln in lines]
+    ranks = [int(re.search(r"'7': \[(\d+)\]", ln).group(1)) for ln in lines]
+    assert all(0.3 < a <= 1.0 for a in accs)
+    assert ranks[1] < ranks[0] < 250

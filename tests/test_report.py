@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.config import RunSpec, run_id
 from harness.report import (
     NoFinishedRuns,
     ReportError,
@@ -25,7 +26,6 @@ from harness.report import (
     write_report,
 )
 from harness.store import Store
-from harness.suite import RunSpec, run_id
 
 SUITE = "hand"
 TRAINING = {"epochs": 3, "batch_size": 64, "lr": 0.05}
@@ -34,22 +34,48 @@ BUDGET = {"train_subset": 1000, "test_subset": 500, "epochs": None}
 FULL_PARAMS = 431_080
 
 
-def spec(method: str, params: dict | None = None, init: str = "pytorch", seed: int = 0,
-         budget: dict | None = None) -> RunSpec:
-    config = {"dataset": "mnist_subset", "model": "lenet5", "method": method, "params": params or {},
-              "initialization": init, "seed": seed, "training": TRAINING, "budget": budget or NO_BUDGET}
+def spec(
+    method: str, params: dict | None = None, init: str = "pytorch", seed: int = 0, budget: dict | None = None
+) -> RunSpec:
+    config = {
+        "dataset": "mnist_subset",
+        "model": "lenet5",
+        "method": method,
+        "params": params or {},
+        "initialization": init,
+        "seed": seed,
+        "training": TRAINING,
+        "budget": budget or NO_BUDGET,
+    }
     return RunSpec(run_id(config), config)
 
 
-def metrics(acc: float, compression: float = 0.0, ranks: dict | None = None, seconds: float = 1.0,
-            memory: float = 100.0) -> dict:
+def metrics(
+    acc: float, compression: float = 0.0, ranks: dict | None = None, seconds: float = 1.0, memory: float = 100.0
+) -> dict:
     params = round(FULL_PARAMS * (1 - compression))
-    return {"final_acc": acc, "best_acc": acc + 0.005, "final_train_loss": 0.1, "final_test_loss": 0.2,
-            "epoch_seconds": seconds, "train_seconds": 3 * seconds, "epochs": 3, "flops": 4_586_000,
-            "peak_memory_mb": memory, "device": "cpu", "train_size": 1000, "test_size": 500,
-            "ranks": ranks or {}, "params_inference": params, "params_train": params, "params_full": FULL_PARAMS,
-            "compression": compression, "compression_train": compression, "compression_conv": compression,
-            "compression_conv_train": compression}
+    return {
+        "final_acc": acc,
+        "best_acc": acc + 0.005,
+        "final_train_loss": 0.1,
+        "final_test_loss": 0.2,
+        "epoch_seconds": seconds,
+        "train_seconds": 3 * seconds,
+        "epochs": 3,
+        "flops": 4_586_000,
+        "peak_memory_mb": memory,
+        "device": "cpu",
+        "train_size": 1000,
+        "test_size": 500,
+        "ranks": ranks or {},
+        "params_inference": params,
+        "params_train": params,
+        "params_full": FULL_PARAMS,
+        "compression": compression,
+        "compression_train": compression,
+        "compression_conv": compression,
+        "compression_conv_train": compression,
+    }
 
 
 def layers(ranks: dict[str, list[int]] | None) -> list[dict]:
@@ -57,19 +83,46 @@ def layers(ranks: dict[str, list[int]] | None) -> list[dict]:
     out = []
     for name in names:
         r = (ranks or {}).get(name)
-        out.append({"name": name, "kind": "conv" if name in "03" else "linear", "shape": [20, 1, 5, 5],
-                    "dense_params": 520, "params": 520, "train_params": 520, "ranks": r,
-                    "format": "tucker" if r else "dense", "extra": {}})
+        out.append(
+            {
+                "name": name,
+                "kind": "conv" if name in "03" else "linear",
+                "shape": [20, 1, 5, 5],
+                "dense_params": 520,
+                "params": 520,
+                "train_params": 520,
+                "ranks": r,
+                "format": "tucker" if r else "dense",
+                "extra": {},
+            }
+        )
     return out
 
 
-def finish(store: Store, s: RunSpec, acc: float, compression: float = 0.0, ranks: dict | None = None,
-           epoch_ranks: list[dict] | None = None, **kw) -> None:
+def finish(
+    store: Store,
+    s: RunSpec,
+    acc: float,
+    compression: float = 0.0,
+    ranks: dict | None = None,
+    epoch_ranks: list[dict] | None = None,
+    **kw,
+) -> None:
     assert store.claim(s.id)
     for e in range(3):
         er = epoch_ranks[e] if epoch_ranks else ranks
-        store.add_epoch(s.id, {"epoch": e, "train_loss": 1.0 / (e + 1) + acc / 10, "test_acc": acc - 0.02 * (2 - e),
-                               "test_loss": 0.5 / (e + 1), "seconds": 1.0, "lr": 0.05, "layers": layers(er)})
+        store.add_epoch(
+            s.id,
+            {
+                "epoch": e,
+                "train_loss": 1.0 / (e + 1) + acc / 10,
+                "test_acc": acc - 0.02 * (2 - e),
+                "test_loss": 0.5 / (e + 1),
+                "seconds": 1.0,
+                "lr": 0.05,
+                "layers": layers(er),
+            },
+        )
     store.finish(s.id, "done", metrics(acc, compression, ranks, **kw))
 
 
@@ -98,8 +151,10 @@ def make_store(directory: Path) -> Store:
     store.finish(SVD8[2].id, "failed", metrics(0.10, 0.5), error="RuntimeError: boom\n\nTraceback ...")
     finish(store, SVD16, 0.89, 0.3, ranks={"3": [16], "7": [16]})
     assert store.claim(SVD16_RUNNING.id)
-    dlrt_epochs = [[{"3": [20, 20], "7": [30]}, {"3": [14, 16], "7": [24]}, {"3": [10, 12], "7": [20]}],
-                   [{"3": [20, 20], "7": [30]}, {"3": [15, 16], "7": [22]}, {"3": [11, 12], "7": [20]}]]
+    dlrt_epochs = [
+        [{"3": [20, 20], "7": [30]}, {"3": [14, 16], "7": [24]}, {"3": [10, 12], "7": [20]}],
+        [{"3": [20, 20], "7": [30]}, {"3": [15, 16], "7": [22]}, {"3": [11, 12], "7": [20]}],
+    ]
     for s, acc, comp, er in zip(DLRT, (0.91, 0.93), (0.6, 0.7), dlrt_epochs, strict=True):
         finish(store, s, acc, comp, ranks=er[-1], epoch_ranks=er)
     finish(store, FULL_B, 0.80)
@@ -148,8 +203,9 @@ def written(store, references, tmp_path_factory):
     return rep, out, paths
 
 
-def row(summary: pd.DataFrame, method: str, params: str = "", init: str | None = None,
-        budget: str = "none") -> pd.Series:
+def row(
+    summary: pd.DataFrame, method: str, params: str = "", init: str | None = None, budget: str = "none"
+) -> pd.Series:
     m = (summary["method"] == method) & (summary["params"] == params) & (summary["budget"] == budget)
     if init is not None:
         m &= summary["initialization"] == init
@@ -193,8 +249,10 @@ def test_aggregation_means_std_n_and_delta(store):
     svd16 = row(s, "svd", "rank=16")
     assert svd16["n"] == 1 and svd16["unfinished"] == 1 and svd16["delta_acc"] == pytest.approx(-4.0)
 
-    # dlrt uses the pytorch initialization, which full has: its reference is full/pytorch (92)
-    dlrt = row(s, "dlrt", "tau=0.1")
+    # dlrt uses the pytorch initialization, which full has: its reference is full/pytorch (92); it ran with
+    # one setting, so no parameter distinguishes its runs and none is shown
+    dlrt = row(s, "dlrt", "")
+    assert dlrt["params_json"] == json.dumps({"tau": 0.1})
     assert dlrt["acc_mean"] == pytest.approx(92.0) and dlrt["delta_acc"] == pytest.approx(0.0)
     assert dlrt["compression"] == pytest.approx(65.0)
     assert dlrt["ranks"] == "3: 10.5×12; 7: 20"  # differing seeds print their mean
@@ -216,8 +274,9 @@ def test_aggregation_means_std_n_and_delta(store):
 
 
 def test_where_keeps_the_baseline_and_sort_and_columns(store):
-    rep = build_report(store, where="method == 'svd' and `param.rank` == 8", sort="-acc_mean",
-                       columns="method,budget,acc,delta_acc")
+    rep = build_report(
+        store, where="method == 'svd' and `param.rank` == 8", sort="-acc_mean", columns="method,budget,acc,delta_acc"
+    )
     s = rep.summary
     assert list(s["method"]) == ["svd", "svd"]
     assert list(s["acc_mean"]) == pytest.approx([86.0, 70.0])  # sorted descending
@@ -273,8 +332,10 @@ def test_references_beside_measured(store, references):
 
 def test_references_csv_and_validation(tmp_path, store):
     csv = tmp_path / "refs.csv"
-    csv.write_text("dataset,model,method,params,acc_mean,acc_std,compression,citation,note\n"
-                   'mnist_subset,lenet5,dlrt,"{""tau"": 0.1}",93.5,,70,"Smith 2022",Table 1\n')
+    csv.write_text(
+        "dataset,model,method,params,acc_mean,acc_std,compression,citation,note\n"
+        'mnist_subset,lenet5,dlrt,"{""tau"": 0.1}",93.5,,70,"Smith 2022",Table 1\n'
+    )
     refs = load_references(csv)
     assert refs.loc[0, "setting"] == "tau=0.1" and refs.loc[0, "acc_mean"] == 93.5
     rep = build_report(store, references=[csv])
@@ -327,7 +388,7 @@ def test_every_format_is_written_and_parses(written):
     page = (out / "report.html").read_text()
     pngs = sorted(p for p in paths if p.suffix == ".png")
     assert page.count('src="data:image/png;base64,') == len(pngs) >= 5
-    assert "<table" in page and "src=\"http" not in page and "href=\"http" not in page
+    assert "<table" in page and 'src="http' not in page and 'href="http' not in page
 
 
 def test_plots_are_real_images(written):
@@ -379,18 +440,21 @@ def test_cli_report_default_out_is_beside_the_store(tmp_path):
 def test_cli_suite_file_uses_its_references(store, tmp_path, references):
     shutil.copy(references, tmp_path / "published.yaml")
     suite = tmp_path / "hand.yaml"
-    suite.write_text(f"name: {SUITE}\ndatasets: [mnist_subset]\nmodels: [lenet5]\nmethods: [full]\n"
-                     "references: published.yaml\n")
+    suite.write_text(
+        f"name: {SUITE}\ndatasets: [mnist_subset]\nmodels: [lenet5]\nmethods: [full]\nreferences: published.yaml\n"
+    )
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["report", str(suite), "--results", str(store.dir), "--out", str(out),
-                                   "--format", "csv", "--no-plots"])
+    res = CliRunner().invoke(
+        app, ["report", str(suite), "--results", str(store.dir), "--out", str(out), "--format", "csv", "--no-plots"]
+    )
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out / "quoted.csv")) == 3
 
 
 def test_cli_bad_where_exits_2(store, tmp_path):
-    res = CliRunner().invoke(app, ["report", str(store.dir), "--out", str(tmp_path), "--where", "method ==",
-                                   "--no-plots"])
+    res = CliRunner().invoke(
+        app, ["report", str(store.dir), "--out", str(tmp_path), "--where", "method ==", "--no-plots"]
+    )
     assert res.exit_code == 2
     assert "--where 'method ==' is not a valid query" in res.output and "Traceback" not in res.output
 
@@ -429,9 +493,19 @@ def test_html_renders_in_headless_chromium(written, tmp_path):
     rep, out, paths = written
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
@@ -442,10 +516,12 @@ def test_html_renders_in_headless_chromium(written, tmp_path):
         assert driver.title == rep.title
         tables = driver.execute_script(
             "return Array.from(document.querySelectorAll('table')).map(t => t.className + ':' + "
-            "t.querySelectorAll('tbody tr').length)")
+            "t.querySelectorAll('tbody tr').length)"
+        )
         assert tables == ["results:7", "quoted:3", "not-done:3"]
         images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+        )
         assert len(images) == len([p for p in paths if p.suffix == ".png"])
         assert all(done and w > 400 and h > 300 for done, w, h in images), images
         shot = tmp_path / "page.png"
@@ -457,9 +533,64 @@ def test_html_renders_in_headless_chromium(written, tmp_path):
 
 
 def test_group_title_names_the_budget_and_training_once():
-    from harness.plots import _group_title
+    from harness.report.figures import group_title
 
     keys = ["dataset", "model", "budget", "training.epochs", "training.lr"]
-    title = _group_title(keys, ("fmnist32", "vgg16", "train_subset=10000, epochs=5", 5, 0.02))
+    title = group_title(keys, ("fmnist32", "vgg16", "train_subset=10000, epochs=5", 5, 0.02))
     assert title == "fmnist32 / vgg16 (budget: train_subset=10000, epochs=5; lr=0.02)"
-    assert _group_title(keys, ("mnist", "lenet5", "none", 20, 0.05)) == "mnist / lenet5 (epochs=20; lr=0.05)"
+    assert group_title(keys, ("mnist", "lenet5", "none", 20, 0.05)) == "mnist / lenet5 (epochs=20; lr=0.05)"
+
+
+# ------------------------------------------------------------------------------------------------------
+# the reference method, labels from the stored configurations, the HTML template
+
+
+def test_another_reference_method(store, tmp_path):
+    rep = build_report(store, reference="dlrt")
+    s = rep.summary
+    assert rep.reference == "dlrt" and list(s["method"][:1]) == ["dlrt"]  # the reference first in its block
+    full = row(s, "full", init="pytorch")
+    assert full["ref_acc"] == pytest.approx(92.0) and full["ref"] == "dlrt / pytorch (n=2)"
+    svd8 = row(s, "svd", "rank=8")  # dlrt has no svd initialization: all its runs
+    assert svd8["ref"] == "dlrt, all initializations (n=2)" and svd8["delta_acc"] == pytest.approx(-6.0)
+    # dlrt has no budget runs: those rows have no reference, and a note says so
+    assert math.isnan(row(s, "svd", "rank=8", budget="train_subset=1000, test_subset=500")["delta_acc"])
+    assert any(n.startswith("No finished dlrt baseline") for n in rep.notes)
+    md = render_markdown(rep)
+    assert "Δ acc vs dlrt (pp)" in md and "`dlrt` baseline" in md and "vs full" not in md
+    write_report(rep, tmp_path, ["html", "latex"], plots=False)
+    assert "Δ acc vs dlrt (pp)" in (tmp_path / "report.html").read_text()
+    assert "the dlrt baseline" in (tmp_path / "report.tex").read_text()
+
+
+def test_unknown_reference_method_is_a_report_error(store):
+    with pytest.raises(ReportError, match=r"--reference: no run of method 'dlrtt' \(did you mean 'dlrt'\?\)"):
+        build_report(store, reference="dlrtt")
+
+
+def test_labels_come_from_the_stored_configurations(store):
+    from harness.config import distinguishing_params, setting_label
+
+    rep = build_report(store)
+    runs = rep.runs
+    keys = distinguishing_params(list(runs["method"]), list(runs["params"]))
+    assert keys == {"full": [], "svd": ["rank"], "dlrt": []}
+    expected = [setting_label(m, p, keys[m]) for m, p in zip(runs["method"], runs["params"], strict=True)]
+    assert list(runs["method_label"]) == expected
+    assert set(runs["setting"]) == {"full / pytorch", "full / orthogonal", "svd[rank=8]", "svd[rank=16]", "dlrt"}
+    # the per-epoch rows the plots draw carry the same labels
+    assert set(rep.epochs["setting"]) <= set(runs["setting"])
+    assert set(rep.epochs["method_label"]) <= set(runs["method_label"])
+
+
+def test_html_comes_from_the_template_with_the_css_file(store, tmp_path):
+    from importlib.resources import files
+
+    rep = build_report(store, title="<b>a & b</b>")
+    write_report(rep, tmp_path, ["html"], plots=False)
+    page = (tmp_path / "report.html").read_text()
+    css = (files("harness.report") / "templates" / "report.css").read_text()
+    assert css.strip() in page
+    assert "<title>&lt;b&gt;a &amp; b&lt;/b&gt;</title>" in page and "<b>a & b</b>" not in page
+    assert page.count("<table") == 2 and '<table class="not-done">' in page  # no references given
+    assert "RuntimeError: boom" in page and '<td class="num">' in page

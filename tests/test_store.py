@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
+from harness.config import RunSpec
 from harness.store import Store
-from harness.suite import RunSpec
 
 
 def runs(n):
@@ -66,7 +66,7 @@ def test_merge_takes_missing_and_pending_runs_and_never_overwrites(tmp_path):
     for rid, acc in (("r0", 0.1), ("r1", 0.8), ("r2", 0.7)):
         _finish(theirs, rid, acc, epochs=3)
     counts = ours.merge_from(theirs)
-    assert counts == {"added": 1, "replaced_pending": 1, "kept_ours": 1, "pending": 1, "history": 0}
+    assert counts == {"added": 1, "replaced_pending": 1, "kept_ours": 1, "pending": 1, "history": 0, "already_here": 0}
     by_id = {r["id"]: r for r in ours.runs()}
     assert by_id["r0"]["metrics"] == {"final_acc": 0.9}  # ours kept ...
     (h,) = ours.history()
@@ -74,19 +74,21 @@ def test_merge_takes_missing_and_pending_runs_and_never_overwrites(tmp_path):
     assert by_id["r1"]["status"] == "done" and by_id["r1"]["metrics"] == {"final_acc": 0.8}
     assert len(ours.epochs("r1")) == 3 and len(ours.epochs("r2")) == 3 and len(ours.epochs("r0")) == 2
     assert by_id["r3"]["status"] == "pending"
-    # merging again changes nothing but archiving the now-duplicate results
+    # merging again changes nothing: no run taken, no result archived twice
+    before = (ours.runs(), ours.epochs(), ours.history())
     again = ours.merge_from(theirs)
-    assert again["added"] == again["replaced_pending"] == 0 and ours.counts()["done"] == 3
+    assert again == {"added": 0, "replaced_pending": 0, "kept_ours": 0, "pending": 0, "history": 0, "already_here": 3}
+    assert (ours.runs(), ours.epochs(), ours.history()) == before
 
 
 def test_cli_merge_reports_what_it_took(tmp_path):
-    from tests.conftest import run_cli
+    from tests.conftest import cli
 
     ours, theirs = Store(tmp_path / "a"), Store(tmp_path / "b")
     theirs.add_runs("x", runs(1))
     _finish(theirs, "r0", 0.5)
-    res = run_cli("merge", str(tmp_path / "b"), "--into", str(tmp_path / "a"))
+    res = cli("merge", str(tmp_path / "b"), "--into", str(tmp_path / "a"))
     assert res.returncode == 0, res.stderr and "added 1" in res.stdout
     assert ours.runs()[0]["metrics"] == {"final_acc": 0.5}
-    missing = run_cli("merge", str(tmp_path / "nowhere"), "--into", str(tmp_path / "a"))
+    missing = cli("merge", str(tmp_path / "nowhere"), "--into", str(tmp_path / "a"))
     assert missing.returncode == 2 and "no results store" in missing.stderr

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from harness.suite import SuiteError, expand, load_suite, parse_suite, run_id, sweep
-from tests.conftest import run_cli, tiny_suite
+from harness.config import run_id
+from harness.suite import SuiteError, expand, load_suite, parse_suite, sweep
+from tests.conftest import cli, run_cli, tiny_suite
 
 
 def problems(data: dict) -> list[tuple[str, str]]:
@@ -70,7 +71,7 @@ def test_not_a_mapping_and_bad_yaml(tmp_path):
 
 def test_cli_exits_2_naming_file_and_key(write_suite, tmp_path):
     path = write_suite(tiny_suite(methods=["ful"]))
-    res = run_cli("run", str(path), "--results", str(tmp_path / "r"))
+    res = cli("run", str(path), "--results", str(tmp_path / "r"))
     assert res.returncode == 2
     assert str(path) in res.stderr and "methods[0]" in res.stderr and "did you mean 'full'" in res.stderr
     assert not (tmp_path / "r").exists()  # nothing trained, nothing stored
@@ -144,8 +145,13 @@ GRIDDED = {
     "training": {"epochs": 3, "lr": 0.05, "batch_size": 64},
     "grids": [
         {"name": "fast", "methods": ["full", {"name": "dlrt", "params": {"tau": [0.1, 0.2]}}]},
-        {"name": "slow", "methods": ["full", "tucker"], "training": {"lr": 0.01}, "seeds": [0],
-         "budget": {"train_subset": 500}},
+        {
+            "name": "slow",
+            "methods": ["full", "tucker"],
+            "training": {"lr": 0.01},
+            "seeds": [0],
+            "budget": {"train_subset": 500},
+        },
     ],
 }
 
@@ -196,8 +202,9 @@ def test_budget_override_changes_only_sizes_epochs_and_models():
     small = expand(load_suite(path, {"budget": budget, "models": ["vgg16"]}))
 
     def rest(config):  # everything the override may not touch
-        return json.dumps({**config, "budget": None, "training": {**config["training"], "epochs": None}},
-                          sort_keys=True)
+        return json.dumps(
+            {**config, "budget": None, "training": {**config["training"], "epochs": None}}, sort_keys=True
+        )
 
     vgg = [r for r in full if r.config["model"] == "vgg16"]
     assert len(small) == len(vgg) == len(full) // 3
@@ -222,11 +229,10 @@ def test_budget_override_wins_over_a_grids_own_budget_and_models_select_grids():
 def test_cli_runs_only_the_chosen_grids(tmp_path):
     from tests.conftest import ROOT
 
-    res = run_cli("run", "suites/mnist.yaml", "--grids", "fixed_rank", "--dry-run", "--results", str(tmp_path),
-                  cwd=ROOT)
+    res = cli("run", "suites/mnist.yaml", "--grids", "fixed_rank", "--dry-run", "--results", str(tmp_path), cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "39 runs in suites/mnist.yaml" in res.stdout and "dlrt" not in res.stdout
-    bad = run_cli("run", "suites/mnist.yaml", "--grids", "fixed", "--dry-run", cwd=ROOT)
+    bad = cli("run", "suites/mnist.yaml", "--grids", "fixed", "--dry-run", cwd=ROOT)
     assert bad.returncode == 2 and "did you mean 'fixed_rank'" in bad.stderr
 
 
@@ -237,9 +243,28 @@ def test_cifar10_suite_runs_on_a_cpu_under_a_command_line_budget(tmp_path):
     from tests.test_data import write_cifar
 
     write_cifar(tmp_path / "data", n=40)
-    res = run_cli("run", "suites/cifar10.yaml", "--models", "vgg16", "--grids", "paper_lr", "--budget",
-                  "train_subset=40", "--budget", "test_subset=40", "--budget", "epochs=1", "--device", "cpu",
-                  "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "r"), cwd=ROOT, timeout=1200)
+    res = run_cli(
+        "run",
+        "suites/cifar10.yaml",
+        "--models",
+        "vgg16",
+        "--grids",
+        "paper_lr",
+        "--budget",
+        "train_subset=40",
+        "--budget",
+        "test_subset=40",
+        "--budget",
+        "epochs=1",
+        "--device",
+        "cpu",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--results",
+        str(tmp_path / "r"),
+        cwd=ROOT,
+        timeout=1200,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert status_counts(tmp_path / "r" / "results.sqlite") == {"done": 21}  # (full + 3 dlrt + 3 tdlrt) x 3 seeds
     from harness.store import Store

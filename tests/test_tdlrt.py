@@ -10,8 +10,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.suite import expand, parse_suite
+from harness.toolkit import Capture
 from harness.train import train_run
-from harness_methods.tdlrt import DLRTMethod, TDLRTMethod, TuckerLayer, left_singular, mode_mul, tail_rank, unfold
+from harness_methods.dlrt import (
+    DLRTLayer,
+    DLRTMethod,
+    TDLRTMethod,
+    left_singular,
+    mode_mul,
+    moves_transport,
+    tail_rank,
+    unfold,
+)
 from tests.conftest import tiny_suite
 
 
@@ -42,7 +52,7 @@ def make_layer(
     r_min=None,
     r_max=None,
     **conv,
-) -> tuple[TuckerLayer, nn.Module]:
+) -> tuple[DLRTLayer, nn.Module]:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     if structure == "linear":
@@ -53,11 +63,18 @@ def make_layer(
     d = len(ranks)
     adaptive = adaptive or [True] * d
     n = [8, 6 * 9] if structure == "conv_matrix" else list(dense.weight.shape)
-    layer = TuckerLayer.from_module(
+    layer = DLRTLayer.from_module(
         dense, structure == "conv_tucker", list(ranks), adaptive, r_min or [1] * d, r_max or n, init, gen
     )
     assert layer.structure == structure
     return layer, dense
+
+
+def captured(layer: DLRTLayer, x: torch.Tensor) -> torch.Tensor:
+    """A capturing forward pass (the layer keeps its contracted input); returns the output, in the graph."""
+    with Capture([layer]) as cap:
+        layer(x)
+    return cap.outputs[0]
 
 
 def sample_input(structure, dtype=torch.float64, batch=5):
@@ -66,7 +83,7 @@ def sample_input(structure, dtype=torch.float64, batch=5):
     return torch.randn(*shape, generator=g, dtype=dtype)
 
 
-def dense_forward(layer: TuckerLayer, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def dense_forward(layer: DLRTLayer, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if layer.structure == "linear":
         return F.linear(x, w, layer.bias)
     return F.conv2d(x, w, layer.bias, layer.stride, layer.padding, layer.dilation)
@@ -86,16 +103,14 @@ def test_forward_matches_dense_weight_and_mode_grads_match_autograd(structure, r
     x = sample_input(structure)
     w = layer.dense_weight().detach().requires_grad_(True)
     ref = dense_forward(layer, w, x)
-    layer.capture = True
-    out = layer(x)
-    layer.capture = False
+    out = captured(layer, x)
     assert torch.allclose(out, ref, atol=1e-12)
     weights = torch.randn_like(out)
-    (g_out,) = torch.autograd.grad((out * weights).sum(), [layer.saved[2]])
+    (g_out,) = torch.autograd.grad((out * weights).sum(), [out])
     (g_w,) = torch.autograd.grad((ref * weights).sum(), [w])  # the explicit dense dL/dW
     g_w = g_w.reshape(layer.n)
     modes = list(range(layer.d))
-    got = layer.mode_grads(g_out, modes)
+    got = layer.mode_grads(x, g_out, modes)
     for i in modes:
         a = g_w
         for j, u in enumerate(layer.factors):
@@ -116,7 +131,7 @@ def test_forward_matches_dense_weight_and_mode_grads_match_autograd(structure, r
         assert torch.allclose(got[i] @ q, g_k, atol=1e-10), i
     # the K-gradients the basis step uses (core-sized convolutions for Tucker channel modes) are the same
     qs = {i: torch.linalg.qr(unfold(layer.core.detach(), i).T)[0] for i in modes}
-    fast = layer.k_grads(g_out, qs)
+    fast = layer.k_grads(x, g_out, qs)
     for i in modes:
         assert torch.allclose(fast[i], got[i] @ qs[i], atol=1e-10), i
 
@@ -139,19 +154,18 @@ def test_every_contraction_path_computes_the_dense_layer(structure, ranks, conv)
 def test_augmentation_keeps_function_and_orthonormal_bases_and_momentum(structure, ranks, conv):
     layer, _ = make_layer(structure, ranks, dtype=torch.float32, **conv)
     x = sample_input(structure, torch.float32)
-    layer.core_momentum = torch.randn_like(layer.core.detach())
-    mom_dense = layer.core_momentum
+    opt = torch.optim.SGD([layer.core], lr=0.1, momentum=0.9)
+    opt.state[layer.core]["momentum_buffer"] = torch.randn_like(layer.core.detach())
+    mom_dense = opt.state[layer.core]["momentum_buffer"]
     for j, u in enumerate(layer.factors):
         mom_dense = mode_mul(mom_dense, u, j)
     old = [u.clone() for u in layer.factors]
     numel = layer.core.numel()
     # K_i has min(r_i, prod_{j != i} r_j) columns: the augmented rank is min(2 r_i, n_i, r_i + that)
     expect = [min(2 * r, n, r + min(r, numel // r)) for r, n in zip(layer.ranks, layer.n, strict=True)]
-    layer.capture = True
-    before = layer(x)
-    layer.capture = False
-    (g,) = torch.autograd.grad((before**2).sum(), [layer.saved[2]])
-    layer.basis_step(g, lr=0.5)
+    before = captured(layer, x)
+    (g,) = torch.autograd.grad((before**2).sum(), [before])
+    layer.basis_step(x, g, 0.5, opt)
     with torch.no_grad():
         after = layer(x)
     assert torch.allclose(after, before, atol=1e-5 * float(before.detach().abs().max()))
@@ -159,7 +173,8 @@ def test_augmentation_keeps_function_and_orthonormal_bases_and_momentum(structur
         assert ortho_err(u) < 1e-5
         assert u.shape[1] == expect[k]
         assert torch.linalg.norm(u @ (u.T @ u0) - u0) < 1e-5  # span(U_i) inside span(U~_i)
-    moved = layer.core_momentum
+    assert opt.param_groups[0]["params"] == [layer.core]  # the new core took the old one's place
+    moved = opt.state[layer.core]["momentum_buffer"]
     for j, u in enumerate(layer.factors):
         moved = mode_mul(moved, u, j)
     assert torch.allclose(moved, mom_dense, atol=1e-5)
@@ -171,14 +186,12 @@ def test_core_gradient_at_augmented_bases_equals_a_second_pass(structure, ranks,
     a second forward/backward through the augmented layer gives on the same input."""
     adaptive = [True, True, False, False] if len(ranks) == 4 and ranks[2:] == (3, 3) else None
     layer, _ = make_layer(structure, ranks, adaptive=adaptive, **conv)
-    assert layer.fixed_spatial == (adaptive is not None)
+    assert getattr(layer, "fixed_spatial", False) == (adaptive is not None)  # Tucker convs only
     x = sample_input(structure)
     weights = torch.randn_like(layer(x))
-    layer.capture = True
-    out = layer(x)
-    layer.capture = False
-    (g,) = torch.autograd.grad((torch.tanh(out) * weights).sum(), [layer.saved[2]])
-    layer.basis_step(g, lr=0.3)
+    out = captured(layer, x)
+    (g,) = torch.autograd.grad((torch.tanh(out) * weights).sum(), [out])
+    layer.basis_step(x, g, 0.3)
     got = layer.core.grad.clone()
     assert got.shape == layer.core.shape and layer.ranks != list(ranks)  # augmented
     layer.core.grad = None
@@ -199,9 +212,11 @@ def test_truncation_bounds_ranks_and_fixed_modes():
             for n, r in zip(layer.n, core.shape, strict=True)
         ]
         factors[2], factors[3] = layer.factors[2], layer.factors[3]
-        layer.set_state(core, factors, core.clone())
+        opt = torch.optim.SGD([layer.core], lr=0.1, momentum=0.9)
+        layer.set_state(core, factors, opt)
+        opt.state[layer.core]["momentum_buffer"] = core.clone()
         w_aug = layer.dense_weight().detach()
-        layer.truncate(tau)
+        layer.truncate(tau, opt)
         r = layer.ranks
         assert 2 <= r[0] <= 8 and 2 <= r[1] <= 6 and r[2:] == [3, 3]
         for u in layer.factors:
@@ -213,9 +228,9 @@ def test_truncation_bounds_ranks_and_fixed_modes():
             assert err <= tau * torch.linalg.norm(core) + 1e-12 or r[k] == 2
         err = torch.linalg.norm(layer.dense_weight().detach() - w_aug)
         assert err <= (2**0.5) * tau * torch.linalg.norm(core) + 1e-12
-        assert layer.core_momentum.shape == layer.core.shape
+        assert opt.state[layer.core]["momentum_buffer"].shape == layer.core.shape
     layer.r_max = [5, 6, 3, 3]  # the cap wins over the tolerance
-    layer.set_state(core, factors, None)
+    layer.set_state(core, factors)
     layer.truncate(0.0)
     assert layer.ranks == [5, 6, 3, 3]
 
@@ -230,14 +245,14 @@ def test_rank_exactly_predicted_from_known_spectrum_and_monotone_in_tau():
     rows = torch.linalg.qr(torch.randn(5 * 3 * 3, 6, generator=g, dtype=torch.float64))[0].T
     core = (torch.diag(sigma) @ rows).reshape(6, 5, 3, 3)
     layer, _ = make_layer("conv_tucker", (6, 5, 3, 3), adaptive=[True, False, False, False], r_max=[8, 6, 3, 3])
-    layer.set_state(core, layer.factors, None)
+    layer.set_state(core, layer.factors)
     layer.truncate(0.05)
     assert layer.ranks == [4, 5, 3, 3]
     # d = 2: the matrix rank
     lin, _ = make_layer("linear", (6, 6), bias=False)
     q1 = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))[0]
     q2 = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))[0]
-    lin.set_state(q1 @ torch.diag(sigma) @ q2.T, lin.factors, None)
+    lin.set_state(q1 @ torch.diag(sigma) @ q2.T, lin.factors)
     lin.truncate(0.001)
     assert lin.ranks == [5, 5]
     assert torch.allclose(torch.linalg.svdvals(lin.core.detach()), sigma[:5])
@@ -249,14 +264,14 @@ def test_rank_exactly_predicted_from_known_spectrum_and_monotone_in_tau():
     prev = None
     for tau in (0.0, 0.01, 0.05, 0.1, 0.3, 0.6):
         layer, _ = make_layer("conv_tucker", (8, 6, 3, 3), adaptive=[True] * 4)
-        layer.set_state(base.clone(), layer.factors, None)
+        layer.set_state(base.clone(), layer.factors)
         layer.truncate(tau)
         if prev is not None:
             assert all(a <= b for a, b in zip(layer.ranks, prev, strict=True))
         prev = layer.ranks
 
 
-def _onehot_inputs(layer: TuckerLayer) -> torch.Tensor:
+def _onehot_inputs(layer: DLRTLayer) -> torch.Tensor:
     if layer.structure == "linear":
         return torch.eye(layer.n[1], dtype=torch.float64)
     _, i, kh, kw = layer.dense_shape
@@ -267,9 +282,7 @@ def sq_loss(out, target):
     return 0.5 * ((out - target) ** 2).sum()
 
 
-def fit(
-    layer: TuckerLayer, target_w: torch.Tensor, steps: int, lr: float, tau: float, method_cls=TDLRTMethod, **params
-):
+def fit(layer: DLRTLayer, target_w: torch.Tensor, steps: int, lr: float, tau: float, method_cls=TDLRTMethod, **params):
     """Full-batch steps of 0.5 ||W - T||^2 (one-hot inputs turn the layer's output into its weight)."""
     method = method_cls({"tau": tau, **params})
     model = nn.Sequential(layer)
@@ -295,7 +308,7 @@ def tucker_target(seed=5):
 def tucker_fit_layer(ranks, adaptive):
     gen = torch.Generator().manual_seed(0)
     dense = nn.Conv2d(12, 16, 3, bias=False).double()
-    return TuckerLayer.from_module(dense, True, list(ranks), adaptive, [1] * 4, [16, 12, 3, 3], "random", gen)
+    return DLRTLayer.from_module(dense, True, list(ranks), adaptive, [1] * 4, [16, 12, 3, 3], "random", gen)
 
 
 @pytest.mark.parametrize(
@@ -326,7 +339,7 @@ def test_d2_layer_reproduces_plain_matrix_dlrt_step_for_step():
     n, m, r, lr, tau = 10, 12, 3, 0.2, 0.05
     target = torch.randn(n, 4, generator=g, dtype=torch.float64) @ torch.randn(4, m, generator=g, dtype=torch.float64)
     target += 0.01 * torch.randn(n, m, generator=g, dtype=torch.float64)
-    layer = TuckerLayer.from_module(
+    layer = DLRTLayer.from_module(
         nn.Linear(m, n, bias=False).double(), False, [r, r], [True, True], [1, 1], [n, n], "random", g
     )
     U, V = layer.factors[0].clone(), layer.factors[1].clone()
@@ -362,9 +375,18 @@ def test_train_step_equals_the_two_pass_step_on_a_model_with_batchnorm(method_cl
     def build():
         torch.manual_seed(0)
         model = nn.Sequential(
-            nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
-            nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(), nn.Flatten(),
-            nn.Linear(8 * 3 * 3, 16), nn.ReLU(), nn.Linear(16, 4),
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.BatchNorm2d(6),
+            nn.ReLU(),
+            nn.Conv2d(6, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(8 * 3 * 3, 16),
+            nn.ReLU(),
+            nn.Linear(16, 4),
         ).double()
         method = method_cls({"tau": 0.2, "r_max": 0.5, "layers": ["3", "6", "9"]})
         model = method.prepare(model, torch.Generator().manual_seed(0))
@@ -382,21 +404,25 @@ def test_train_step_equals_the_two_pass_step_on_a_model_with_batchnorm(method_cl
         method.train_step(model, opt, (x, y), loss_fn)
         # the algorithm as the issue writes it: pass 1 for the basis step, pass 2 for the core step
         layers = ref_method.tucker_layers(ref_model)
-        for layer in layers:
-            layer.capture = True
-        loss = loss_fn(ref_model(x), y)
-        for layer in layers:
-            layer.capture = False
-        grads = torch.autograd.grad(loss, [layer.saved[2] for layer in layers])
-        for layer, gout in zip(layers, grads, strict=True):
-            layer.basis_step(gout, 0.05)
+        with Capture(layers) as cap:
+            loss = loss_fn(ref_model(x), y)
+        grads = torch.autograd.grad(loss, cap.outputs)
+        for layer, x_in, gout in zip(layers, cap.inputs, grads, strict=True):
+            layer.basis_step(x_in, gout, 0.05, ref_opt)
             layer.core.grad = None  # discard the one-pass gradient: pass 2 computes it
         ref_opt.zero_grad(set_to_none=True)
         loss_fn(ref_model(x), y).backward()
-        ref_opt.step()
+        # the core step: heavy-ball SGD (torch's rule, written out) on the core at the augmented bases
         for layer in layers:
-            layer.core_step(0.05, 0.9)
-        ref_method.truncate(layers)
+            with torch.no_grad():
+                buf = ref_opt.state[layer.core].get("momentum_buffer")
+                grad = layer.core.grad.clone()
+                buf = grad if buf is None else buf.mul_(0.9).add_(grad)
+                layer.core.add_(buf, alpha=-0.05)
+            ref_opt.state[layer.core]["momentum_buffer"] = buf
+            layer.core.grad = None
+        ref_opt.step()  # the dense parameters (the cores have no gradient left)
+        ref_method.truncate(layers, ref_opt)
         for a, b in zip(method.tucker_layers(model), layers, strict=True):
             assert a.ranks == b.ranks
             assert torch.allclose(a.dense_weight(), b.dense_weight(), atol=1e-10)
@@ -463,7 +489,7 @@ def test_random_init_matches_dense_output_scale():
     torch.manual_seed(0)
     dense = nn.Conv2d(20, 50, 5)
     for tucker, ranks in ((True, [25, 10, 5, 5]), (False, [25, 25])):
-        layer = TuckerLayer.from_module(
+        layer = DLRTLayer.from_module(
             dense,
             tucker,
             ranks,
@@ -479,51 +505,77 @@ def test_random_init_matches_dense_output_scale():
         assert 0.7 < ratio < 1.4, ratio
 
 
-@pytest.mark.parametrize("opt_cls,decoupled", [(torch.optim.Adam, False), (torch.optim.AdamW, True)])
-def test_adam_core_step_is_torch_adam_while_the_bases_stay(opt_cls, decoupled):
-    layer, _ = make_layer("conv_tucker", (4, 3, 3, 3), adaptive=[True, True, False, False], dtype=torch.float64)
+@pytest.mark.parametrize("name,opt_cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_adam_core_step_is_torch_adam_while_the_bases_stay(name, opt_cls):
+    """The cores are ordinary parameters of the method's torch optimizer (no stand-in parameter): core-only steps
+    (amortized schedule, mid-cycle) are torch's Adam/AdamW on the core, the bases stay, and the state the basis
+    step moved (zero-padded moments, the step count) is the one torch continues from."""
+    import copy
+
+    from torch.func import functional_call
+
+    layer, _ = make_layer(
+        "conv_tucker", (4, 3, 3, 3), adaptive=[True, True, False, False], dtype=torch.float64, bias=False
+    )
+    method = TDLRTMethod({"schedule": "amortized", "amortize_steps": 100})
+    model = nn.Sequential(layer)
+    opt = method.make_optimizer(
+        model, SimpleNamespace(**{**vars(SGD), "optimizer": name, "lr": 0.01, "weight_decay": 0.1})
+    )
+    assert type(opt) is opt_cls and [p for g in opt.param_groups for p in g["params"]] == [layer.core]
+    x = sample_input("conv_tucker", torch.float64)
+    y = torch.randn(5, 8, 7, 7, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    method.train_step(model, opt, (x, y), sq_loss)  # basis step: augmented, then one Adam step
+    assert layer.augmented and opt.param_groups[0]["params"] == [layer.core]
+    assert int(opt.state[layer.core]["step"]) == 1
     ref = nn.Parameter(layer.core.detach().clone())
-    opt = opt_cls([ref], lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(4):
-        grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
-        layer.core.grad, ref.grad = grad.clone(), grad.clone()
-        layer.core_step_adam(0.01, (0.9, 0.99), 1e-8, 0.1, decoupled)
-        opt.step()
+    ref_opt = opt_cls([ref], lr=0.01, weight_decay=0.1)
+    ref_opt.state[ref] = copy.deepcopy(opt.state[layer.core])
+    bases = [u.clone() for u in layer.factors]
+    for _ in range(3):
+        method.train_step(model, opt, (x, y), sq_loss)
+        ref.grad = torch.autograd.grad(sq_loss(functional_call(layer, {"core": ref}, (x,)), y), [ref])[0]
+        ref_opt.step()
+    assert all(torch.equal(u, b) for u, b in zip(layer.factors, bases, strict=True))
     assert torch.allclose(layer.core.detach(), ref.detach(), atol=1e-12)
-    state = opt.state[ref]
-    assert torch.allclose(layer.core_momentum, state["exp_avg"]) and torch.allclose(layer.core_sq, state["exp_avg_sq"])
+    state, ref_state = opt.state[layer.core], ref_opt.state[ref]
+    assert torch.allclose(state["exp_avg"], ref_state["exp_avg"]) and int(state["step"]) == 4
+    assert torch.allclose(state["exp_avg_sq"], ref_state["exp_avg_sq"])
 
 
 def test_adam_moments_move_with_the_bases():
     layer, _ = make_layer("conv_tucker", (4, 3, 3, 3), adaptive=[True, True, False, False], dtype=torch.float64)
     x = sample_input("conv_tucker", torch.float64)
-    layer.core_momentum = torch.randn_like(layer.core.detach())
-    layer.core_sq = torch.rand_like(layer.core.detach())
-    layer.core_t = 7
+    opt = torch.optim.Adam([layer.core], lr=0.01)
+    opt.state[layer.core] = {
+        "step": torch.tensor(7.0),
+        "exp_avg": torch.randn_like(layer.core.detach()),
+        "exp_avg_sq": torch.rand_like(layer.core.detach()),
+    }
 
     def dense(t):
         for j, u in enumerate(layer.factors):
             t = mode_mul(t, u, j)
         return t
 
-    m_dense = dense(layer.core_momentum)
-    layer.capture = True
-    out = layer(x)
-    layer.capture = False
-    (gout,) = torch.autograd.grad((out**2).sum(), [layer.saved[2]])
-    layer.basis_step(gout, lr=0.5)
-    assert layer.core_sq.shape == layer.core.shape == layer.core_momentum.shape
-    assert torch.allclose(dense(layer.core_momentum), m_dense, atol=1e-10)  # the same moment, new coordinates
-    assert (layer.core_sq >= 0).all() and layer.core_t == 7  # bias correction carries on
+    m_dense = dense(opt.state[layer.core]["exp_avg"])
+    out = captured(layer, x)
+    (gout,) = torch.autograd.grad((out**2).sum(), [out])
+    layer.basis_step(x, gout, 0.5, opt)
+    state = opt.state[layer.core]
+    assert state["exp_avg_sq"].shape == layer.core.shape == state["exp_avg"].shape
+    assert torch.allclose(dense(state["exp_avg"]), m_dense, atol=1e-10)  # the same moment, new coordinates
+    assert (state["exp_avg_sq"] >= 0).all() and int(state["step"]) == 7  # bias correction carries on
     # with square orthogonal moves the squared transport is the diagonal of the rotated covariance: a
     # permutation moves the second moment exactly
     perm = torch.eye(layer.core.shape[0], dtype=torch.float64)[torch.randperm(layer.core.shape[0])]
-    c, mom, sq = layer._moved(layer.core.detach(), {0: perm})
-    assert torch.equal(sq, mode_mul(layer.core_sq, perm, 0))
-    assert torch.equal(mom, mode_mul(layer.core_momentum, perm, 0))
-    layer.truncate(0.3)
-    assert layer.core_sq.shape == layer.core.shape and (layer.core_sq >= 0).all()
+    transport = moves_transport({0: perm})
+    assert torch.equal(transport("exp_avg_sq", state["exp_avg_sq"]), mode_mul(state["exp_avg_sq"], perm, 0))
+    assert torch.equal(transport("exp_avg", state["exp_avg"]), mode_mul(state["exp_avg"], perm, 0))
+    layer.truncate(0.3, opt)
+    state = opt.state[layer.core]
+    assert state["exp_avg_sq"].shape == layer.core.shape and (state["exp_avg_sq"] >= 0).all()
+    assert int(state["step"]) == 7
 
 
 @pytest.mark.parametrize("optimizer,lr", [("adam", 0.002), ("adamw", 0.002)])
@@ -532,8 +584,9 @@ def test_lenet5_trains_with_adam_and_adamw(optimizer, lr):
     assert metrics["final_acc"] > 0.85 and metrics["compression"] > 0.3
 
 
-def _lenet_run(method: str, params: dict, train_subset: int, epochs: int, optimizer: str = "sgd",
-               lr: float = 0.05) -> dict:
+def _lenet_run(
+    method: str, params: dict, train_subset: int, epochs: int, optimizer: str = "sgd", lr: float = 0.05
+) -> dict:
     suite = parse_suite(
         tiny_suite(
             methods=[{"name": method, "params": params}],

@@ -8,7 +8,7 @@ from harness.runner import execute, plan
 from harness.store import Store
 from harness.suite import expand, parse_suite
 from harness.train import train_run
-from tests.conftest import run_cli, tiny_suite
+from tests.conftest import cli, tiny_suite
 
 
 def test_full_baseline_reaches_95_percent_on_embedded_mnist():
@@ -61,21 +61,21 @@ def test_rerun_failed_keeps_history(tmp_path):
 def test_cli_run_status_export(tmp_path, write_suite, extra):
     path = write_suite(tiny_suite(seeds=[0, 1]))
     out = tmp_path / "res"
-    res = run_cli("run", str(path), "--results", str(out))
+    res = cli("run", str(path), "--results", str(out))
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("done   ") == 2 and "acc " in res.stdout
     assert res.stdout.count("epoch 1/1  loss ") == 2  # not a terminal: a line per epoch shows progress
-    res = run_cli("run", str(path), "--results", str(out), *extra)
+    res = cli("run", str(path), "--results", str(out), *extra)
     assert res.returncode == 0
     if extra:
         assert res.stdout.count("done   ") == 2
         assert len(Store(out).history()) == 2  # the earlier results are archived, not lost
     else:
         assert "nothing to do" in res.stdout
-    st = run_cli("status", str(path), "--results", str(out))
+    st = cli("status", str(path), "--results", str(out))
     assert "done" in st.stdout and "2" in st.stdout
     csv = tmp_path / "runs.csv"
-    assert run_cli("export", str(out), "--out", str(csv)).returncode == 0
+    assert cli("export", str(out), "--out", str(csv)).returncode == 0
     import pandas as pd
 
     df = pd.read_csv(csv)
@@ -83,11 +83,11 @@ def test_cli_run_status_export(tmp_path, write_suite, extra):
 
 
 def test_cli_list_and_help():
-    res = run_cli("list", "methods")
+    res = cli("list", "methods")
     assert res.returncode == 0 and "full" in res.stdout and "Full baseline" in res.stdout
-    res = run_cli("list", "datasets")
+    res = cli("list", "datasets")
     assert "mnist_subset" in res.stdout and "cifar10" in res.stdout
-    res = run_cli("list", "modles")
+    res = cli("list", "modles")
     assert res.returncode == 2 and "did you mean 'models'" in res.stderr
-    res = run_cli("run", "--help")
+    res = cli("run", "--help")
     assert "--rerun-failed" in res.stdout and "--budget" in res.stdout

@@ -1,7 +1,17 @@
-"""The public toolkit for writing methods: everything a built-in method uses, a plugin may use too."""
+"""The public toolkit for writing methods: everything a built-in method uses, a plugin may use too.
 
+- layers: :func:`select_layers` (shell patterns over module names, or the default choice),
+  :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`replace_module`;
+- ranks: :func:`resolve_rank` / :func:`rank_from_fraction` (one rounding rule for every method);
+- deterministic linear algebra: :func:`single_threaded`; :func:`generator_seed`;
+- capture of layer inputs, outputs and output gradients: :class:`Capture`;
+- parameters that change shape inside torch's optimizers: :func:`reshape_parameter`, :func:`swap_parameter`,
+  :func:`moment_transport`;
+- when to augment and truncate: :class:`TruncationSchedule`.
+"""
+
+from harness.toolkit.capture import Capture
 from harness.toolkit.linalg import single_threaded
-from harness.toolkit.ranks import RankSpec, rank_from_fraction, resolve_rank
 from harness.toolkit.modules import (
     FACTORIZABLE,
     candidate_layers,
@@ -10,16 +20,32 @@ from harness.toolkit.modules import (
     select_layers,
     unmatched_patterns,
 )
+from harness.toolkit.optim_state import (
+    SECOND_MOMENTS,
+    Transport,
+    moment_transport,
+    reshape_parameter,
+    swap_parameter,
+)
+from harness.toolkit.ranks import RankSpec, rank_from_fraction, resolve_rank
+from harness.toolkit.schedule import TruncationSchedule
 
 __all__ = [
     "FACTORIZABLE",
+    "SECOND_MOMENTS",
+    "Capture",
     "RankSpec",
+    "Transport",
+    "TruncationSchedule",
     "candidate_layers",
     "generator_seed",
+    "moment_transport",
     "rank_from_fraction",
     "replace_module",
+    "reshape_parameter",
     "resolve_rank",
     "select_layers",
     "single_threaded",
+    "swap_parameter",
     "unmatched_patterns",
 ]

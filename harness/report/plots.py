@@ -1,25 +1,24 @@
 """The report's figures, each titled and labelled to stand alone, saved as PNG and SVG.
 
 * accuracy vs compression rate per (dataset, model, budget): one colour per method, error bars over seeds,
-  the Pareto front, the full baseline as a horizontal line, published (quoted) numbers as hollow stars;
+  the Pareto front, the reference method (``full`` by default) as a horizontal line, published (quoted)
+  numbers as hollow stars;
 * rank evolution over epochs per layer, for methods whose ranks change during training;
 * training loss and test accuracy curves per method setting;
 * initialization robustness: final accuracy of every run per method setting and initialization.
 
-Figures are built on :class:`matplotlib.figure.Figure` (Agg canvas) without pyplot, so making them never
-touches a global backend or leaks figures.
+Method settings are named by the report's label columns (:mod:`harness.report.labels`). Figures are built
+on :class:`matplotlib.figure.Figure` (Agg canvas) without pyplot, so making them never touches a global
+backend or leaks figures.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import seaborn as sns
@@ -27,71 +26,24 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-BASELINE = "full"
-_LINESTYLES = ("-", "--", ":", "-.")
-_MODE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
+from harness.config import RunStatus
 
+from .cells import missing
+from .figures import (
+    LINESTYLES,
+    MODE_STYLES,
+    PlotFile,
+    figure_title,
+    group_title,
+    groups,
+    method_colors,
+    save,
+    slug,
+)
+from .summary import row_key, values_key
 
-@dataclass
-class PlotFile:
-    """One saved figure."""
-
-    name: str
-    title: str
-    caption: str
-    png: Path
-    svg: Path
-
-
-def method_colors(methods: Iterable[str]) -> dict[str, Any]:
-    """A fixed colour per method: dark grey for the full baseline, tab10 (without its grey) for the rest."""
-    others = sorted({m for m in methods if m != BASELINE})
-    palette = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]
-    if len(others) > len(palette):
-        palette = sns.color_palette("husl", len(others))
-    colors: dict[str, Any] = {m: palette[i] for i, m in enumerate(others)}
-    colors[BASELINE] = (0.2, 0.2, 0.2)
-    return colors
-
-
-def slug(*parts: Any) -> str:
-    """File-name part: ``mnist_subset-lenet5-train_subset-1000``."""
-    text = "-".join(str(p) for p in parts if str(p) not in ("", "none"))
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:120] or "all"
-
-
-def _nan(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _group_title(keys: list[str], values: tuple) -> str:
-    """``mnist / lenet5`` plus ``(budget: ...; epochs=3)`` where the group has a budget or its own training."""
-    d = dict(zip(keys, values, strict=True))
-    title = f"{d['dataset']} / {d['model']}"
-    budget = d.get("budget", "none")
-    extra = [f"budget: {budget}"] if budget != "none" else []
-    settings = [f"{k.removeprefix('training.')}={v}" for k, v in d.items() if k.startswith("training.")]
-    extra += [s for s in settings if budget == "none" or s not in budget.split(", ")]  # said once
-    return title + (f" ({'; '.join(extra)})" if extra else "")
-
-
-def _figure_title(title: str) -> str:
-    """A long title broken before its parenthesis, so that it fits above the plot."""
-    return title.replace(" (", "\n(", 1) if len(title) > 60 else title
-
-
-def _save(fig: Figure, out: Path, name: str, title: str, caption: str) -> PlotFile:
-    out.mkdir(parents=True, exist_ok=True)
-    png, svg = out / f"{name}.png", out / f"{name}.svg"
-    fig.savefig(png, dpi=150)
-    fig.savefig(svg)
-    return PlotFile(name, title, caption, png, svg)
-
-
-def _groups(df: pd.DataFrame, keys: list[str]):
-    if df.empty:
-        return
-    yield from df.groupby(keys, sort=False, dropna=False)
+if TYPE_CHECKING:
+    from .build import Report
 
 
 def pareto_front(points: pd.DataFrame, x: str = "compression", y: str = "acc_mean") -> pd.DataFrame:
@@ -108,49 +60,71 @@ def pareto_front(points: pd.DataFrame, x: str = "compression", y: str = "acc_mea
 # ------------------------------------------------------------------------------------------------------
 
 
-def accuracy_vs_compression(report, out: Path, colors: dict[str, Any]) -> list[PlotFile]:
+def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -> list[PlotFile]:
     files = []
     keys = report.group_keys
     refs = report.comparison
-    for values, g in _groups(report.summary, keys):
+    for values, g in groups(report.summary, keys):
         done = g[g["n"] > 0]
         if done.empty:
             continue
-        gtitle = _group_title(keys, values)
+        gtitle = group_title(keys, values)
         fig = Figure(figsize=(10, 5.6), layout="constrained")
         ax = fig.add_subplot()
-        # the full baseline: every finished full run of this group (the same runs delta acc refers to)
+        # the baseline: every finished run of the reference method in this group (what delta acc refers to)
+        ref = report.reference
         base = report.baseline
-        gk = "\x1f".join(str(v) for v in values)
-        if len(base):
-            base = base[base[keys].astype(str).agg("\x1f".join, axis=1) == gk]
+        base = base[row_key(base, keys) == values_key(values)]
         if len(base):
             acc = base["final_acc"] * 100
             mean, std = acc.mean(), acc.std(ddof=1)
-            ax.axhline(mean, ls="--", lw=1.2, color=colors[BASELINE], zorder=1,
-                       label=f"full baseline: {mean:.2f}% (n={len(acc)})")
-            if not _nan(std):
-                ax.axhspan(mean - std, mean + std, color=colors[BASELINE], alpha=0.07, lw=0, zorder=0)
+            ax.axhline(
+                mean, ls="--", lw=1.2, color=colors[ref], zorder=1, label=f"{ref} baseline: {mean:.2f}% (n={len(acc)})"
+            )
+            if not missing(std):
+                ax.axhspan(mean - std, mean + std, color=colors[ref], alpha=0.07, lw=0, zorder=0)
         front = pareto_front(done)
         if len(front) > 1:
-            ax.plot(front["compression"], front["acc_mean"], color="0.6", lw=2.5, alpha=0.6, zorder=2,
-                    solid_capstyle="round", label="Pareto front (measured)")
+            ax.plot(
+                front["compression"],
+                front["acc_mean"],
+                color="0.6",
+                lw=2.5,
+                alpha=0.6,
+                zorder=2,
+                solid_capstyle="round",
+                label="Pareto front (measured)",
+            )
         seen = set()
         spread = done["compression_std"].fillna(0)
         xs = [*(done["compression"] - spread).dropna(), *(done["compression"] + spread).dropna(), 0.0]
         multi_init = done.groupby("method")["initialization"].nunique() > 1
         for _, r in done.iterrows():
             c = colors.get(r["method"], "0.5")
-            ax.errorbar(r["compression"], r["acc_mean"],
-                        yerr=None if _nan(r["acc_std"]) else r["acc_std"],
-                        xerr=None if _nan(r["compression_std"]) or r["compression_std"] == 0 else r["compression_std"],
-                        fmt="o", ms=6, color=c, ecolor=c, capsize=3, zorder=3,
-                        label=r["method"] if r["method"] not in seen else "_nolegend_")
+            ax.errorbar(
+                r["compression"],
+                r["acc_mean"],
+                yerr=None if missing(r["acc_std"]) else r["acc_std"],
+                xerr=None if missing(r["compression_std"]) or r["compression_std"] == 0 else r["compression_std"],
+                fmt="o",
+                ms=6,
+                color=c,
+                ecolor=c,
+                capsize=3,
+                zorder=3,
+                label=r["method"] if r["method"] not in seen else "_nolegend_",
+            )
             seen.add(r["method"])
             text = ", ".join(x for x in (r["params"], r["initialization"] if multi_init[r["method"]] else "") if x)
             if text:
-                ax.annotate(text, (r["compression"], r["acc_mean"]), textcoords="offset points",
-                            xytext=(6, 5), fontsize=7, color=c)
+                ax.annotate(
+                    text,
+                    (r["compression"], r["acc_mean"]),
+                    textcoords="offset points",
+                    xytext=(6, 5),
+                    fontsize=7,
+                    color=c,
+                )
         if len(refs):
             d = dict(zip(keys, values, strict=True))
             quoted = refs[(refs["dataset"] == d["dataset"]) & (refs["model"] == d["model"])]
@@ -163,27 +137,47 @@ def accuracy_vs_compression(report, out: Path, colors: dict[str, Any]) -> list[P
                 key = (q["method"], q["citation"])  # one legend entry per method and source
                 label = f"quoted: {q['method']} ({q['citation'][:40]})" if key not in legend_seen else "_nolegend_"
                 legend_seen.add(key)
-                ax.errorbar(q["quoted_compression"], q["quoted_acc_mean"],
-                            yerr=None if _nan(q["quoted_acc_std"]) else q["quoted_acc_std"], fmt="*", ms=13,
-                            mfc="none", mec=c, ecolor=c, mew=1.3, capsize=3, zorder=3, label=label)
+                ax.errorbar(
+                    q["quoted_compression"],
+                    q["quoted_acc_mean"],
+                    yerr=None if missing(q["quoted_acc_std"]) else q["quoted_acc_std"],
+                    fmt="*",
+                    ms=13,
+                    mfc="none",
+                    mec=c,
+                    ecolor=c,
+                    mew=1.3,
+                    capsize=3,
+                    zorder=3,
+                    label=label,
+                )
                 if q["setting"]:
-                    ax.annotate(str(q["setting"]), (q["quoted_compression"], q["quoted_acc_mean"]),
-                                textcoords="offset points", xytext=(-6, -10), ha="right", fontsize=6, color=c)
+                    ax.annotate(
+                        str(q["setting"]),
+                        (q["quoted_compression"], q["quoted_acc_mean"]),
+                        textcoords="offset points",
+                        xytext=(-6, -10),
+                        ha="right",
+                        fontsize=6,
+                        color=c,
+                    )
         ax.set_xlabel("compression rate (%) = 1 − inference parameters / dense parameters")
         ax.set_ylabel("test accuracy (%), mean ± std over seeds")
         title = f"Accuracy vs compression — {gtitle}"
-        fig.suptitle(_figure_title(title))
+        fig.suptitle(figure_title(title))
         ax.margins(y=0.15)
         lo, hi = min(xs), max(xs)
         pad = 0.1 * max(hi - lo, 10.0)
         ax.set_xlim(lo - pad, max(hi, lo + 10.0) + pad)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        caption = ("One point per method setting (method parameters, initialization), mean over seeds; error "
-                   "bars one standard deviation. Dashed line and band: mean ± std of every full-baseline run of "
-                   "this dataset, model and budget; thick grey line: the Pareto front of the measured points; "
-                   "hollow stars: published numbers (quoted, not measured here).")
-        files.append(_save(fig, out, f"acc_vs_compression_{slug(*values)}", title, caption))
+        caption = (
+            "One point per method setting (method parameters, initialization), mean over seeds; error "
+            f"bars one standard deviation. Dashed line and band: mean ± std of every {ref}-baseline run "
+            "of this dataset, model and budget; thick grey line: the Pareto front of the measured points; "
+            "hollow stars: published numbers (quoted, not measured here)."
+        )
+        files.append(save(fig, out, f"acc_vs_compression_{slug(*values)}", title, caption))
     return files
 
 
@@ -199,7 +193,7 @@ def _rank_rows(epochs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "epoch", "layer", "mode", "rank"])
 
 
-def rank_evolution(report, out: Path) -> tuple[list[PlotFile], list[str]]:
+def rank_evolution(report: Report, out: Path) -> tuple[list[PlotFile], list[str]]:
     epochs = report.epochs
     if epochs is None or epochs.empty or "layers" not in epochs.columns:
         return [], ["No per-epoch rows stored: the rank-evolution plot is skipped."]
@@ -215,9 +209,9 @@ def rank_evolution(report, out: Path) -> tuple[list[PlotFile], list[str]]:
     keys = report.group_keys
     ranks = ranks.merge(info[[*keys, "method", "setting", "seed"]], left_on="run_id", right_index=True)
     files = []
-    for values, g in _groups(ranks[ranks["method"].isin(moving_methods)], [*keys, "method"]):
+    for values, g in groups(ranks[ranks["method"].isin(moving_methods)], [*keys, "method"]):
         method = values[-1]
-        gtitle = _group_title(keys, values[:-1])
+        gtitle = group_title(keys, values[:-1])
         layers = list(dict.fromkeys(g["layer"]))
         settings = list(dict.fromkeys(g["setting"]))
         ncols = min(3, len(layers))
@@ -236,8 +230,15 @@ def rank_evolution(report, out: Path) -> tuple[list[PlotFile], list[str]]:
                         continue
                     stat = d.groupby("epoch")["rank"].agg(["mean", "min", "max"]).sort_index()
                     x = stat.index + 1
-                    ax.plot(x, stat["mean"], color=palette[s], ls=_MODE_STYLES[mode % len(_MODE_STYLES)],
-                            marker="o", ms=3, lw=1.4)
+                    ax.plot(
+                        x,
+                        stat["mean"],
+                        color=palette[s],
+                        ls=MODE_STYLES[mode % len(MODE_STYLES)],
+                        marker="o",
+                        ms=3,
+                        lw=1.4,
+                    )
                     if (stat["max"] > stat["min"]).any():
                         ax.fill_between(x, stat["min"], stat["max"], color=palette[s], alpha=0.15, lw=0)
             ax.set_title(f"layer {layer}", fontsize=10)
@@ -250,26 +251,29 @@ def rank_evolution(report, out: Path) -> tuple[list[PlotFile], list[str]]:
             axes[j // ncols][j % ncols].set_visible(False)
         handles = [Line2D([], [], color=palette[s], lw=2, label=setting) for s, setting in enumerate(settings)]
         if nmodes > 1:
-            handles += [Line2D([], [], color="0.3", ls=_MODE_STYLES[m % len(_MODE_STYLES)], label=f"mode {m + 1}")
-                        for m in range(nmodes)]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8,
-                   frameon=False)
+            handles += [
+                Line2D([], [], color="0.3", ls=MODE_STYLES[m % len(MODE_STYLES)], label=f"mode {m + 1}")
+                for m in range(nmodes)
+            ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
         title = f"Rank evolution per layer — {method} — {gtitle}"
-        fig.suptitle(_figure_title(title))
-        caption = ("Rank of each factorized layer after each epoch, mean over seeds (band: min to max over "
-                   "seeds); one colour per method setting" + ("; line style: tensor mode." if nmodes > 1 else "."))
-        files.append(_save(fig, out, f"ranks_{slug(*values)}", title, caption))
+        fig.suptitle(figure_title(title))
+        caption = (
+            "Rank of each factorized layer after each epoch, mean over seeds (band: min to max over "
+            "seeds); one colour per method setting" + ("; line style: tensor mode." if nmodes > 1 else ".")
+        )
+        files.append(save(fig, out, f"ranks_{slug(*values)}", title, caption))
     return files, []
 
 
-def training_curves(report, out: Path, colors: dict[str, Any]) -> list[PlotFile]:
+def training_curves(report: Report, out: Path, colors: dict[str, Any]) -> list[PlotFile]:
     epochs = report.epochs
     if epochs is None or epochs.empty:
         return []
     keys = report.group_keys
     files = []
-    for values, g in _groups(epochs, keys):
-        gtitle = _group_title(keys, values)
+    for values, g in groups(epochs, keys):
+        gtitle = group_title(keys, values)
         fig = Figure(figsize=(12, 5.2), layout="constrained")
         ax_loss, ax_acc = fig.subplots(1, 2)
         handles = []
@@ -277,7 +281,7 @@ def training_curves(report, out: Path, colors: dict[str, Any]) -> list[PlotFile]
         for setting, d in g.groupby("setting", sort=True):
             method = d["method"].iloc[0]
             c = colors.get(method, "0.5")
-            ls = _LINESTYLES[styles.get(method, 0) % len(_LINESTYLES)]
+            ls = LINESTYLES[styles.get(method, 0) % len(LINESTYLES)]
             styles[method] = styles.get(method, 0) + 1
             stat = d.assign(acc=d["test_acc"] * 100).groupby("epoch")[["train_loss", "acc"]].agg(["mean", "std"])
             x = stat.index + 1
@@ -296,39 +300,36 @@ def training_curves(report, out: Path, colors: dict[str, Any]) -> list[PlotFile]
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(True, alpha=0.3)
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8,
-                   frameon=False)
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
         title = f"Training curves — {gtitle}"
-        fig.suptitle(_figure_title(title))
-        caption = ("Training loss and test accuracy after each epoch, one line per method setting (colour: "
-                   "method), mean over seeds with a ± one standard deviation band.")
-        files.append(_save(fig, out, f"curves_{slug(*values)}", title, caption))
+        fig.suptitle(figure_title(title))
+        caption = (
+            "Training loss and test accuracy after each epoch, one line per method setting (colour: "
+            "method), mean over seeds with a ± one standard deviation band."
+        )
+        files.append(save(fig, out, f"curves_{slug(*values)}", title, caption))
     return files
 
 
-def initialization_robustness(report, out: Path) -> list[PlotFile]:
-    runs = report.runs[report.runs["status"] == "done"]
+def initialization_robustness(report: Report, out: Path) -> list[PlotFile]:
+    runs = report.runs[report.runs["status"] == RunStatus.DONE]
     keys = report.group_keys
     files = []
-    for values, g in _groups(runs, keys):
-        gtitle = _group_title(keys, values)
-        d = g.assign(acc=g["final_acc"] * 100,
-                     x=[m + (f"[{p}]" if p else "") for m, p in zip(g["method"], g["params_label"], strict=True)])
-        d = d.sort_values(["x", "initialization"])
-        order = sorted(d["x"].unique(), key=lambda s: (not s.startswith(BASELINE + "["), s != BASELINE, s))
+    for values, g in groups(runs, keys):
+        gtitle = group_title(keys, values)
+        d = g.assign(acc=g["final_acc"] * 100, x=g["method_label"]).sort_values(["x", "initialization"])
+        labels = d.drop_duplicates("x")
+        order = [x for _, x in sorted(zip(labels["method"] != report.reference, labels["x"], strict=True))]
         inits = sorted(d["initialization"].unique())
-        fig = Figure(figsize=(max(7.0, 1.2 * len(order) * max(1, len(inits)) ** 0.5 + 3), 5.4),
-                     layout="constrained")
+        fig = Figure(figsize=(max(7.0, 1.2 * len(order) * max(1, len(inits)) ** 0.5 + 3), 5.4), layout="constrained")
         ax = fig.add_subplot()
         palette = dict(zip(inits, sns.color_palette("Set2", len(inits)), strict=True))
+        common = dict(data=d, x="x", y="acc", hue="initialization", order=order, hue_order=inits, palette=palette)
         with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated ``vert``
             warnings.simplefilter("ignore", DeprecationWarning)
-            sns.boxplot(data=d, x="x", y="acc", hue="initialization", order=order, hue_order=inits,
-                        palette=palette, ax=ax, fill=False, showfliers=False, linewidth=1.2, legend=False)
-        sns.stripplot(data=d, x="x", y="acc", hue="initialization", order=order, hue_order=inits,
-                      palette=palette, ax=ax, dodge=True, size=6, jitter=0.12, edgecolor="0.2", linewidth=0.6)
-        ax.legend(title="initialization", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-                  frameon=False)
+            sns.boxplot(**common, ax=ax, fill=False, showfliers=False, linewidth=1.2, legend=False)
+        sns.stripplot(**common, ax=ax, dodge=True, size=6, jitter=0.12, edgecolor="0.2", linewidth=0.6)
+        ax.legend(title="initialization", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         ax.set_xlabel("method [parameters]")
         ax.set_ylabel("final test accuracy (%), one point per run")
         if max(len(s) for s in order) > 12:
@@ -337,22 +338,23 @@ def initialization_robustness(report, out: Path) -> list[PlotFile]:
                 lab.set_horizontalalignment("right")
         ax.grid(True, axis="y", alpha=0.3)
         title = f"Initialization robustness — {gtitle}"
-        fig.suptitle(_figure_title(title))
-        caption = ("Final test accuracy of every finished run (one point per seed), per method setting and "
-                   "initialization; boxes span the quartiles, whiskers the range.")
+        fig.suptitle(figure_title(title))
+        caption = (
+            "Final test accuracy of every finished run (one point per seed), per method setting and "
+            "initialization; boxes span the quartiles, whiskers the range."
+        )
         if len(inits) == 1:
             caption += f" Only one initialization ({inits[0]}) was run here: the spread is over seeds alone."
-        files.append(_save(fig, out, f"init_robustness_{slug(*values)}", title, caption))
+        files.append(save(fig, out, f"init_robustness_{slug(*values)}", title, caption))
     return files
 
 
-def make_plots(report, out: Path) -> tuple[list[PlotFile], list[str]]:
-    """Every figure of a report (a :class:`harness.report.Report`); returns the files and notes on
-    figures that were skipped."""
+def make_plots(report: Report, out: Path) -> tuple[list[PlotFile], list[str]]:
+    """Every figure of a report; returns the files and notes on figures that were skipped."""
     methods = set(report.summary["method"])
     if len(report.comparison):
         methods |= set(report.comparison["method"])
-    colors = method_colors(methods)
+    colors = method_colors(methods, report.reference)
     files = accuracy_vs_compression(report, out, colors)
     ranks, notes = rank_evolution(report, out)
     files += ranks

@@ -1,4 +1,4 @@
-"""Stored runs as flat pandas tables (one row per run, one row per epoch)."""
+"""Stored runs as flat pandas tables (one row per run, one row per epoch), labelled from their configuration."""
 
 from __future__ import annotations
 
@@ -7,17 +7,22 @@ from typing import Any
 
 import pandas as pd
 
+from harness.config import run_label
 from harness.store import Store
 
 _CONFIG_COLUMNS = ("dataset", "model", "method", "initialization", "seed")
+_EPOCH_COLUMNS = ("epoch", "train_loss", "test_acc", "test_loss", "seconds", "lr")
 
 
 def flatten_run(run: dict[str, Any]) -> dict[str, Any]:
-    """One run as a flat dict: identity, config fields, ``param.*``, ``budget.*``, ``training.*``, metrics."""
+    """One run as a flat dict: identity, config fields, ``param.*``, ``budget.*``, ``training.*``, metrics.
+
+    The ``label`` is built from the stored configuration (:func:`harness.config.run_label`), so that runs
+    stored by older versions are labelled like new ones."""
     c = run["config"]
     row: dict[str, Any] = {
         "run_id": run["id"],
-        "label": run["label"],
+        "label": run_label(c),
         "suite": run["suite"],
         "status": run["status"],
         "attempts": run["attempts"],
@@ -48,9 +53,10 @@ def epochs_frame(store: Store) -> pd.DataFrame:
         run = runs.get(e["run_id"])
         if run is None:
             continue
-        row = {k: run["config"][k] for k in _CONFIG_COLUMNS}
-        row.update(run_id=e["run_id"], label=run["label"], params=json.dumps(run["config"]["params"], sort_keys=True))
-        row.update({k: e[k] for k in ("epoch", "train_loss", "test_acc", "test_loss", "seconds", "lr")})
+        c = run["config"]
+        row = {k: c[k] for k in _CONFIG_COLUMNS}
+        row.update(run_id=e["run_id"], label=run_label(c), params=json.dumps(c["params"], sort_keys=True))
+        row.update({k: e[k] for k in _EPOCH_COLUMNS})
         row["layers"] = json.dumps(e["layers"])
         rows.append(row)
     return pd.DataFrame(rows)

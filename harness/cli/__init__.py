@@ -1,0 +1,33 @@
+"""The ``harness`` command line: run, status, merge, list, export, report, check.
+
+Each command lives in the module of its kind (:mod:`harness.cli.running`, :mod:`harness.cli.browse`,
+:mod:`harness.cli.reporting`); this module assembles them into one typer app, the ``harness`` entry point.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from harness.cli.browse import export, list_, merge, status
+from harness.cli.reporting import report
+from harness.cli.running import check, run
+
+app = typer.Typer(
+    help="Train factorized neural networks over a YAML grid, store every result, and compare the methods.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(run)
+app.command()(status)
+app.command()(merge)
+app.command("list")(list_)
+app.command()(export)
+app.command()(report)
+app.command()(check)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,79 @@
+"""``harness report``: stored runs aggregated into comparison tables and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.cli.common import err_console, fail, open_target, stored
+
+
+def report(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A results directory, or a suite file (its results directory and its references file are used)."
+        ),
+    ],
+    results: Annotated[Path | None, typer.Option("--results", help="Results directory of the suite.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output directory (default: report/ inside the results directory)."),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="md, csv, latex, html, all, or a comma-separated list; Markdown is also printed."
+        ),
+    ] = "md",
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated summary columns to show (acc = mean ± std; 'all' for every column)."),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated columns to sort by, '-' in front for descending, e.g. -acc_mean,method."),
+    ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            help="Select runs with a pandas query over the runs table, e.g. "
+            "\"method == 'full' and dataset == 'mnist'\"."
+        ),
+    ] = None,
+    references: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--references", help="File of published numbers (YAML or CSV) to show beside the measured ones; repeatable."
+        ),
+    ] = None,
+    reference: Annotated[str, typer.Option("--reference", help="the method the others are compared with")] = "full",
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the plots (PNG and SVG).")] = True,
+) -> None:
+    """Aggregate stored runs over seeds into comparison tables and plots (Markdown, CSV, LaTeX, HTML)."""
+    from harness.report import ReportError, build_report, parse_formats, render_markdown, write_report
+
+    t = stored(open_target(target, results))
+    store = t.store
+    refs = t.references() + list(references or [])
+    suite_name = t.suite.name if t.suite is not None else None
+    try:
+        formats = parse_formats(fmt)
+        rep = build_report(
+            store, suite=suite_name, where=where, references=refs, columns=columns, sort=sort, reference=reference
+        )
+        written = write_report(rep, out or store.dir / "report", formats, plots=plots)
+    except ReportError as exc:
+        fail(str(exc), exc.exit_code)
+    if "md" in formats:
+        typer.echo(render_markdown(rep))
+    figures = [p for p in written if p.parent.name == "plots"]
+    others = ", ".join(p.name for p in written if p not in figures)
+    err_console.print(
+        f"wrote {out or store.dir / 'report'}: {others}"
+        + (f"; {len(figures)} plot files in plots/" if figures else ""),
+        highlight=False,
+        markup=False,
+    )

@@ -1,0 +1,206 @@
+"""``harness run`` (train a grid) and ``harness check`` (train a seeded suite and compare with a baseline)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+
+from harness.cli.common import console, err_console, fail, load, store_errors
+from harness.config import RunStatus, short_run_labels
+from harness.executors import RAY_MISSING, Options, run_local, run_ray
+from harness.locate import default_results
+from harness.progress import RichReporter, make_progress
+from harness.runner import Reporter, plan, stop_on_signals
+from harness.store import Store
+from harness.suite import expand
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def stoppable(command: Callable[P, R]) -> Callable[P, R]:
+    """Ctrl-C, SIGTERM and SIGHUP stop the command the same way: every run it trains is stopped and given
+    back, one message, exit status 130, 143 or 129 (128 + the signal)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with stop_on_signals() as received:
+            try:
+                return command(*args, **kwargs)
+            except KeyboardInterrupt as exc:
+                err_console.print("interrupted: finished runs are stored; run the same command again to resume")
+                raise typer.Exit(received.exit_code(exc)) from None
+
+    return wrapper
+
+
+DataRoot = Annotated[
+    Path | None, typer.Option("--data-root", envvar="HARNESS_DATA", help="Where datasets live (env HARNESS_DATA).")
+]
+
+
+@store_errors
+@stoppable
+def run(
+    suite: Annotated[str, typer.Argument(help="Suite YAML file (or the name of one in ./suites/).")],
+    results: Annotated[
+        Path | None, typer.Option("--results", help="Results directory [default: results/<suite name>/].")
+    ] = None,
+    data_root: DataRoot = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: the suite's].")] = None,
+    rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="Train failed runs again.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Train every run again; earlier results are kept in the store's history table."),
+    ] = False,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--budget",
+            help="Override the suite's budget, KEY=VALUE, repeatable: train_subset, test_subset, epochs. "
+            "Recorded with each run.",
+        ),
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated models to run instead of the suite's (with grids: a selection of its own)."),
+    ] = None,
+    datasets: Annotated[str | None, typer.Option(help="Comma-separated datasets instead of the suite's.")] = None,
+    grids: Annotated[
+        str | None, typer.Option(help="Comma-separated names of the suite's grids to run (the others are left alone).")
+    ] = None,
+    download: Annotated[bool, typer.Option(help="Try to download missing datasets.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs; train nothing.")] = False,
+    executor: Annotated[str, typer.Option(help="local (processes on this machine) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes; each claims runs from the store.")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads per run [default: cores / workers].")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto, ray://host:port [default: a local Ray instance].")
+    ] = None,
+    cpus_per_run: Annotated[int, typer.Option(min=1, help="Ray: CPUs each run asks for.")] = 1,
+    max_runs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-runs",
+            min=0,
+            envvar="HARNESS_MAX_RUNS",
+            help="Refuse a suite of more runs than this, counted before expanding it (0: no limit) [default: 100000].",
+        ),
+    ] = None,
+) -> None:
+    """Expand a suite into runs and train every run not yet done; a killed grid resumes where it stopped."""
+    path, s = load(suite, budget, models, datasets, grids, max_runs)
+    runs = expand(s)
+    store = Store(results or default_results(s))
+    labels = dict(zip([r.id for r in runs], short_run_labels([r.config for r in runs]), strict=True))
+    if dry_run:
+        state = {r["id"]: r["status"] for r in store.runs([r.id for r in runs])}
+        for r in runs:
+            console.print(f"{r.id}  {state.get(r.id, 'new'):8s} {labels[r.id]}", highlight=False, markup=False)
+        console.print(f"{len(runs)} runs in {path}", highlight=False, markup=False)
+        return
+    p = plan(store, s.name, runs, rerun_failed=rerun_failed, force=force)
+    console.print(
+        f"suite [bold]{s.name}[/] ({path}): {len(runs)} runs, {p.done} done, {p.failed} failed, "
+        f"{len(p.todo)} to train; results in {store.dir}",
+        highlight=False,
+    )
+    if p.released:
+        console.print(f"{len(p.released)} interrupted run(s) will be trained again", highlight=False)
+    if p.failed and not rerun_failed:
+        console.print(f"{p.failed} failed run(s) are kept as failed; --rerun-failed trains them again", highlight=False)
+    if not p.todo:
+        console.print("nothing to do")
+        return
+    if executor not in ("local", "ray"):
+        fail(f"unknown executor {executor!r}; choose local or ray")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        fail(RAY_MISSING)
+    progress = make_progress(console)
+    reporter = RichReporter(progress, labels)
+    with progress:
+        reporter.grid_start(len(p.todo), p.done)
+        options = Options(data_root=data_root, device=device or s.device, download=download, threads=threads)
+        if executor == "ray":
+            counts = run_ray(store, p.todo, reporter, options, address=address, cpus_per_run=cpus_per_run)
+        else:
+            counts = run_local(store, p.todo, reporter, options, workers=workers)
+    final = store.counts([r.id for r in runs])
+    done, failed, pending = RunStatus.DONE, RunStatus.FAILED, RunStatus.PENDING
+    console.print(
+        f"finished: {counts[done]} done, {counts[failed]} failed in this call; suite now "
+        f"{final[done]} done, {final[failed]} failed, {final[pending]} pending",
+        highlight=False,
+    )
+    if counts[failed]:
+        raise typer.Exit(1)
+
+
+@store_errors
+@stoppable
+def check(
+    suite: Annotated[str, typer.Argument(help="A short, seeded suite (e.g. suites/smoke.yaml).")],
+    against: Annotated[Path, typer.Option("--against", help="Baseline JSON file (e.g. results/baselines/smoke.json).")],
+    update: Annotated[bool, typer.Option("--update", help="Rewrite the baseline from this run, on purpose.")] = False,
+    results: Annotated[
+        Path | None, typer.Option("--results", help="Store to train into [default: a fresh temporary directory].")
+    ] = None,
+    tolerance: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tolerance",
+            help="METRIC=ABS, repeatable [default: the baseline's, else final_acc=0.01, compression=1e-6].",
+        ),
+    ] = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Train a seeded suite and fail with a readable diff when accuracy or compression moved beyond tolerance."""
+    import tempfile
+
+    from harness.check import DEFAULT_TOLERANCE, compare, load_baseline, snapshot, write_baseline
+
+    _, s = load(suite)
+    baseline = None
+    if against.is_file():
+        try:
+            baseline = load_baseline(against)
+        except ValueError as exc:
+            fail(str(exc))
+    elif not update:
+        fail(f"baseline {against} not found; create it with --update")
+    tol = dict((baseline or {}).get("tolerance", DEFAULT_TOLERANCE))
+    for item in tolerance or []:
+        key, sep, value = item.partition("=")
+        try:
+            tol[key.strip()] = float(value)
+        except ValueError:
+            fail(f"--tolerance takes METRIC=NUMBER, got {item!r}")
+    runs = expand(s)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(results or tmp)
+        p = plan(store, s.name, runs, force=True)
+        console.print(f"check {s.name}: training {len(p.todo)} runs", highlight=False)
+        run_local(store, p.todo, Reporter(), Options(data_root=data_root, device="cpu"))
+        stored = store.runs([r.id for r in runs])
+    if update:
+        write_baseline(against, snapshot(s.name, stored, tol))
+        console.print(f"baseline written: {against} ({len(stored)} runs)", highlight=False)
+        return
+    diffs = compare({**(baseline or {}), "tolerance": tol}, stored)
+    if diffs:
+        err_console.print(f"[bold red]check failed:[/] {len(diffs)} difference(s) against {against}", highlight=False)
+        for d in diffs:
+            err_console.print(f"  {d}", highlight=False, markup=False)
+        raise typer.Exit(1)
+    console.print(
+        f"check passed: {len(stored)} runs within tolerance of {against} "
+        f"({', '.join(f'{k} ±{v:g}' for k, v in tol.items())})",
+        highlight=False,
+    )

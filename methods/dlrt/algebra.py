@@ -1,0 +1,111 @@
+"""Tensor algebra of (T)DLRT as free functions: unfoldings, mode products, (truncated) HOSVD, the singular
+vectors of unfoldings, basis augmentation and the truncation rank."""
+
+from __future__ import annotations
+
+import torch
+
+
+def unfold(t: torch.Tensor, mode: int) -> torch.Tensor:
+    """Mode-``mode`` unfolding: (n_mode, product of the other sizes, in their original order)."""
+    return t.movedim(mode, 0).reshape(t.shape[mode], -1)
+
+
+def fold(m: torch.Tensor, mode: int, shape: list[int]) -> torch.Tensor:
+    """Inverse of ``unfold``: the tensor of ``shape`` whose mode-``mode`` unfolding is ``m``."""
+    rest = [s for j, s in enumerate(shape) if j != mode]
+    return m.reshape(shape[mode], *rest).movedim(0, mode)
+
+
+def mode_mul(t: torch.Tensor, m: torch.Tensor, mode: int) -> torch.Tensor:
+    """``t x_mode m``: multiply mode ``mode`` of ``t`` by the matrix ``m`` (p x t.shape[mode])."""
+    return torch.tensordot(m, t, dims=([1], [mode])).movedim(0, mode)
+
+
+def multi_mode_mul(t: torch.Tensor, moves: dict[int, torch.Tensor]) -> torch.Tensor:
+    """``t x_k moves[k]`` for every mode ``k`` of ``moves``, in its order."""
+    for k, m in moves.items():
+        t = mode_mul(t, m, k)
+    return t
+
+
+def pair_channels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum over batch and pixels of a[:, i] b[:, j]`` for (batch, channels, h, w) tensors: the weight gradient
+    of a 1x1 convolution, which is how it is computed (faster than an einsum, which copies to transpose)."""
+    return torch.nn.grad.conv2d_weight(b, (a.shape[1], b.shape[1], 1, 1), a)[:, :, 0, 0]
+
+
+def padded(t: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """``t`` in the leading corner of a zero tensor of ``shape``."""
+    out = t.new_zeros(shape)
+    out[tuple(slice(0, s) for s in t.shape)] = t
+    return out
+
+
+def tail_rank(sigma: torch.Tensor, threshold: float) -> int:
+    """Smallest r with ||sigma[r:]||_2 <= threshold (sigma sorted descending)."""
+    tails = sigma.flip(0).square().cumsum(0).flip(0).sqrt()  # tails[r] = ||sigma[r:]||
+    return int((tails > threshold).sum().item())
+
+
+def left_singular(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left singular vectors (all ``m.shape[0]`` of them) and singular values (descending, padded with zeros)
+    of a matrix. A wide matrix goes through the eigen-decomposition of its Gram matrix ``m m^T`` in float64:
+    several times cheaper than an SVD for the wide unfoldings of a Tucker core, and accurate to about
+    ``sqrt(eps64) ||m||`` in the singular values, far below any truncation tolerance."""
+    rows, cols = m.shape
+    if rows * 2 > cols:
+        u, s, _ = torch.linalg.svd(m, full_matrices=True)
+        return u, torch.cat([s, s.new_zeros(rows - s.shape[0])])
+    m64 = m.double()
+    evals, evecs = torch.linalg.eigh(m64 @ m64.T)
+    s = evals.flip(0).clamp_min(0).sqrt().to(m.dtype)
+    return evecs.flip(1).to(m.dtype).contiguous(), s
+
+
+def orthonormal(n: int, r: int, generator: torch.Generator | None, dtype=torch.float32) -> torch.Tensor:
+    """A random n x r matrix with orthonormal columns (QR of a Gaussian, signs fixed by R's diagonal)."""
+    q, rr = torch.linalg.qr(torch.randn(n, r, generator=generator, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(rr))).to(dtype)
+
+
+def hosvd(w: torch.Tensor, ranks: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Truncated HOSVD: leading left singular vectors of each unfolding; core ``w x_i U_i^T``."""
+    factors = []
+    for i, r in enumerate(ranks):
+        m = unfold(w, i)
+        u = torch.linalg.svd(m, full_matrices=r > min(m.shape))[0]
+        factors.append(u[:, :r].contiguous())
+    return multi_mode_mul(w, {i: u.T for i, u in enumerate(factors)}), factors
+
+
+def augment_basis(u: torch.Tensor, k: torch.Tensor, n: int) -> torch.Tensor:
+    """``orth([U | K])`` with at most ``min(2 r, n)`` columns (r = U's columns), the old basis first: the first
+    r columns are ``U`` itself (QR of orthonormal columns gives R_11 = diag(+-1), whose signs are undone)."""
+    r = u.shape[1]
+    m = min(2 * r, n, r + k.shape[1])
+    qa, ra = torch.linalg.qr(torch.cat([u, k], 1))
+    sign = torch.sign(torch.diagonal(ra)[:r])
+    sign[sign == 0] = 1
+    qa = qa[:, :m].clone()
+    qa[:, :r] *= sign
+    return qa
+
+
+def truncation_projections(
+    c: torch.Tensor, threshold: float, adaptive: list[bool], r_min: list[int], r_max: list[int]
+) -> dict[int, torch.Tensor]:
+    """``P_k`` per adaptive mode of the core ``c``: the leading left singular vectors of ``Mat_k(c)``, as many as
+    the smallest rank whose discarded singular values have 2-norm at most ``threshold``, clamped to
+    ``[r_min[k], r_max[k]]``. A matrix adaptive in both modes has one rank: one SVD gives both projections."""
+    if c.dim() == 2 and all(adaptive):
+        p, s, vh = torch.linalg.svd(c, full_matrices=False)
+        r = min(max(tail_rank(s, threshold), r_min[0]), r_max[0], s.shape[0])
+        return {0: p[:, :r], 1: vh[:r].T}
+    projs: dict[int, torch.Tensor] = {}
+    for k in range(c.dim()):
+        if adaptive[k]:
+            p, s = left_singular(unfold(c, k))
+            r = min(max(tail_rank(s, threshold), r_min[k]), r_max[k], c.shape[k])
+            projs[k] = p[:, :r]
+    return projs

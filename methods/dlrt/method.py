@@ -1,0 +1,147 @@
+"""The methods ``dlrt`` (matrix DLRT) and ``tdlrt`` (TDLRT): their parameters, the layers they replace, and one
+optimisation step (basis step from one captured forward/backward, the core step by the torch optimizer,
+truncation when the schedule says so). The algorithm is described in ``methods/dlrt/__init__.py``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from harness import Method, register_method
+from harness.toolkit import Capture, RankSpec, TruncationSchedule, replace_module, resolve_rank, select_layers
+from harness_methods.dlrt.base import DLRTLayer
+
+
+class DLRTParams(BaseModel):
+    """Parameters of ``dlrt`` and ``tdlrt``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tau: float = Field(0.1, ge=0, description="relative truncation tolerance: discarded tail <= tau * ||C~||_F")
+    r_max: RankSpec = Field(
+        0.5, gt=0, description="rank cap of channel modes: a float in (0, 1] is a fraction of n_i, an int absolute"
+    )
+    r_min: int = Field(2, ge=1, description="rank floor of adaptive modes (capped at the mode size)")
+    initial_rank: RankSpec | Literal["full"] = Field(
+        "full", description="initial rank of adaptive modes: int, fraction of n_i, or 'full' (= r_max)"
+    )
+    adaptive_modes: Literal["channels", "all"] = Field(
+        "channels", description="'channels': spatial modes of Tucker convs stay at full rank kh, kw"
+    )
+    schedule: Literal["every_step", "amortized"] = "every_step"
+    amortize_steps: int = Field(10, ge=1, description="amortized: one basis step and truncation per this many batches")
+    layers: list[str] | None = Field(None, description="layer-name patterns; default: all but first conv, last linear")
+
+    @field_validator("r_max", "initial_rank")
+    @classmethod
+    def _fraction_or_count(cls, v: Any) -> Any:
+        if isinstance(v, float) and not 0 < v <= 1:
+            raise ValueError(f"a fractional rank must be in (0, 1] (an int is an absolute rank), got {v}")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"a rank must be at least 1, got {v}")
+        return v
+
+
+class _DLRTBase(Method):
+    Params: ClassVar[type[BaseModel]] = DLRTParams
+    initializations: ClassVar[tuple[str, ...]] = ("random", "decompose", "spectral")
+    tucker: ClassVar[bool] = False
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None, initialization: str = "default"):
+        super().__init__(params, initialization)
+        self.schedule = TruncationSchedule.named(self.params.schedule, self.params.amortize_steps)
+        self._layers: list[DLRTLayer] = []
+        self._layers_of: int | None = None
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+    def layer_config(self, module: nn.Module) -> tuple[list[int], list[bool], list[int], list[int]]:
+        """Initial ranks, adaptivity, rank floors and caps of the modes of ``module``'s factorization. Fractions
+        round up (``harness.toolkit.resolve_rank``); a matrix has one rank, its cap and floor from the smaller
+        side, tied in both modes."""
+        p: DLRTParams = self.params  # type: ignore[assignment]
+        w = module.weight
+        tucker = isinstance(module, nn.Conv2d) and self.tucker
+        n = list(w.shape) if tucker or not isinstance(module, nn.Conv2d) else [w.shape[0], w[0].numel()]
+        channel = [True, True, False, False] if tucker else [True, True]
+        adaptive = [c or p.adaptive_modes == "all" for c in channel]
+        ref = [min(n)] * 2 if len(n) == 2 else n
+        r_max = [resolve_rank(p.r_max, ref[k]) if channel[k] else n[k] for k in range(len(n))]
+        r_min = [min(p.r_min, r_max[k]) if adaptive[k] else n[k] for k in range(len(n))]
+        ranks = []
+        for k in range(len(n)):
+            if not adaptive[k]:
+                ranks.append(n[k])
+            elif p.initial_rank == "full":
+                ranks.append(r_max[k])
+            else:
+                ranks.append(min(max(resolve_rank(p.initial_rank, ref[k]), r_min[k]), r_max[k]))
+        return ranks, adaptive, r_min, r_max
+
+    def prepare(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
+        modules = dict(model.named_modules())
+        for name in select_layers(model, self.params.layers):
+            module = modules[name]
+            ranks, adaptive, r_min, r_max = self.layer_config(module)
+            layer = DLRTLayer.from_module(
+                module, self.tucker, ranks, adaptive, r_min, r_max, self.initialization, generator
+            )
+            replace_module(model, name, layer)
+        self._layers_of = None
+        return model
+
+    def tucker_layers(self, model: nn.Module) -> list[DLRTLayer]:
+        if self._layers_of != id(model):
+            self._layers = [m for m in model.modules() if isinstance(m, DLRTLayer)]
+            self._layers_of = id(model)
+        return self._layers
+
+    # -- one step ------------------------------------------------------------------------------------------------
+    def train_step(self, model, optimizer, batch, loss_fn) -> torch.Tensor:
+        """The cores are ordinary parameters of the torch optimizer (the suite's SGD, Adam or AdamW): the core
+        step is ``optimizer.step()``; the basis step and truncation replace them, carrying their state."""
+        x, y = batch
+        layers = self.tucker_layers(model)
+        optimizer.zero_grad(set_to_none=True)
+        if self.schedule.basis_step and layers:
+            # one forward/backward serves the basis step and the core step: the output gradients of the
+            # factorized layers and the gradients of every other parameter (the cores' come from basis_step)
+            with Capture(layers) as cap:
+                loss = loss_fn(model(x), y)
+            cores = {id(layer.core) for layer in layers}
+            others = [q for g in optimizer.param_groups for q in g["params"] if q.requires_grad and id(q) not in cores]
+            cap.backward(loss, others)
+            lr = optimizer.param_groups[0]["lr"]
+            for layer, x_in, g_out in zip(layers, cap.inputs, cap.grad_outputs, strict=True):
+                layer.basis_step(x_in, g_out, lr, optimizer)  # sets the core's gradient at the augmented bases
+        else:  # a core-only step (amortized schedule, mid-cycle) at the current bases
+            loss = loss_fn(model(x), y)
+            loss.backward()
+        optimizer.step()
+        if self.schedule.advance():
+            self.truncate(layers, optimizer)
+        return loss.detach()
+
+    def truncate(self, layers: list[DLRTLayer], optimizer: torch.optim.Optimizer | None = None) -> None:
+        for layer in layers:
+            layer.truncate(self.params.tau, optimizer)
+
+    def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        if self.schedule.close():
+            self.truncate(self.tucker_layers(model), optimizer)
+
+
+@register_method("dlrt")
+class DLRTMethod(_DLRTBase):
+    """Matrix DLRT: rank-adaptive U S V^T layers (conv kernels as (out, in*kh*kw)) trained by basis/core steps."""
+
+    tucker = False
+
+
+@register_method("tdlrt")
+class TDLRTMethod(_DLRTBase):
+    """TDLRT: rank-adaptive Tucker conv kernels (and U S V^T linear layers) trained by basis/core steps."""
+
+    tucker = True
