@@ -18,13 +18,12 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from harness.config import STATUSES, RunSpec, RunStatus
-from harness.store_errors import StoreError, explain
+from harness.database import Database
+from harness.store_errors import StoreError
 
 DB_NAME = "results.sqlite"
 
@@ -126,107 +125,12 @@ def interrupted(run: Any) -> bool:
     return run["pid"] is None or not _pid_alive(run["pid"])
 
 
-class Store:
+class Store(Database):
     """Access to one results directory's database. Readers open it read-only (a read-only mount can be read);
     errors come out as :class:`~harness.store_errors.StoreError` saying what went wrong and what to do."""
 
-    def __init__(self, directory: str | Path):
-        self.dir = Path(directory)
-        self.path = self.dir / DB_NAME
-        self._ready = False  # this store's file checked and its schema in place (writers, once)
-
-    @contextmanager
-    def _guarded(self, writing: bool) -> Iterator[None]:
-        try:
-            yield
-        except (sqlite3.Error, OSError) as exc:
-            err = explain(exc, self.path, writing)
-            if err is None:
-                raise
-            raise err from exc
-
-    def _connect(self, write: bool = True) -> sqlite3.Connection:
-        if write:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        else:
-            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        try:
-            con.execute("PRAGMA busy_timeout=60000")
-            if write and not self._ready:
-                self._check(con)
-                con.execute("PRAGMA journal_mode=WAL")
-                con.executescript(_SCHEMA)
-                self._ready = True
-            if write:
-                con.execute("PRAGMA synchronous=NORMAL")
-            else:
-                con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        except sqlite3.OperationalError:
-            con.close()
-            if write or os.access(self.dir, os.W_OK):
-                raise
-            # a WAL store in a read-only directory: its -shm file cannot be made; nothing can write it either
-            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None)
-            con.row_factory = sqlite3.Row
-        except BaseException:
-            con.close()
-            raise
-        return con
-
-    def _check(self, con: sqlite3.Connection) -> None:
-        """Before the first write: a damaged file is refused (and left untouched), not written into."""
-        if not self.path.is_file() or self.path.stat().st_size == 0:
-            return
-        with open(self.path, "rb") as f:
-            if f.read(16) != b"SQLite format 3\x00":
-                raise sqlite3.DatabaseError("file is not a database")
-        found = con.execute("PRAGMA quick_check(1)").fetchone()[0]
-        if found != "ok":
-            raise sqlite3.DatabaseError(f"database disk image is malformed: {found}")
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE) that commits on success and rolls back on error."""
-        with self._guarded(writing=True):
-            con = self._connect()
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
-                    with suppress(sqlite3.Error):
-                        con.execute("ROLLBACK")
-                raise
-            finally:
-                con.close()
-
-    @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        """A read-only connection (the store must exist)."""
-        with self._guarded(writing=False):
-            con = self._connect(write=False)
-            try:
-                yield con
-            finally:
-                con.close()
-
-    def _rows(self, con: sqlite3.Connection, sql: str, args: tuple = ()) -> Iterator[dict[str, Any]]:
-        """Rows of a query on a :meth:`reading` connection, one at a time; errors name this store."""
-        with self._guarded(writing=False):
-            for row in con.execute(sql, args):
-                yield dict(row)
-
-    def _all(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
-        if not self.exists():
-            return []
-        with self.reading() as con:
-            return list(self._rows(con, sql, args))
-
-    def exists(self) -> bool:
-        return self.path.is_file()
+    schema = _SCHEMA
+    filename = DB_NAME
 
     # -- grid bookkeeping -------------------------------------------------------------------------
     def add_runs(self, suite: str, runs: Iterable[RunSpec]) -> int:
