@@ -158,6 +158,10 @@ def test_truncation_schedule():
     seen = [(amortized.basis_step, amortized.advance()) for _ in range(5)]
     assert seen == [(True, False), (False, False), (False, True), (True, False), (False, False)]
     assert amortized.close() and amortized.basis_step and not amortized.close()
+    periodic = TruncationSchedule.named("periodic", 3)  # truncation right after each basis step
+    seen = [(periodic.basis_step, periodic.advance()) for _ in range(5)]
+    assert seen == [(True, True), (False, False), (False, False), (True, True), (False, False)]
+    assert not periodic.close() and periodic.basis_step  # never left open; the next epoch starts a cycle
     with pytest.raises(ValueError):
         TruncationSchedule(0)
     with pytest.raises(ValueError):

@@ -10,7 +10,8 @@ class TruncationSchedule:
     """A cycle of ``period`` batches: the first takes the basis step (augmentation), the others in-place steps;
     truncation follows the last one, and the end of an epoch closes an open cycle (so evaluation and layer
     reports always see truncated layers). ``period`` 1 is ``every_step`` (basis step and truncation on every
-    batch); ``period`` k is ``amortized``::
+    batch); ``period`` k is ``amortized``. With ``refresh`` (``periodic``) truncation follows the basis step on
+    the cycle's first batch, and the other batches of the cycle are in-place steps at the truncated ranks::
 
         schedule = TruncationSchedule(period)
         # per batch:
@@ -23,6 +24,7 @@ class TruncationSchedule:
 
     period: int = 1
     phase: int = 0  # batches taken in the open cycle
+    refresh: bool = False  # truncate right after the basis step (periodic), not at the cycle's end
 
     def __post_init__(self) -> None:
         if self.period < 1:
@@ -30,12 +32,14 @@ class TruncationSchedule:
 
     @classmethod
     def named(cls, schedule: str, amortize_steps: int = 10) -> TruncationSchedule:
-        """``every_step`` (period 1) or ``amortized`` (period ``amortize_steps``)."""
+        """``every_step`` (period 1), ``amortized`` or ``periodic`` (period ``amortize_steps``)."""
         if schedule == "every_step":
             return cls(1)
         if schedule == "amortized":
             return cls(amortize_steps)
-        raise ValueError(f"unknown schedule {schedule!r}; expected every_step or amortized")
+        if schedule == "periodic":
+            return cls(amortize_steps, refresh=True)
+        raise ValueError(f"unknown schedule {schedule!r}; expected every_step, amortized or periodic")
 
     @property
     def basis_step(self) -> bool:
@@ -43,8 +47,13 @@ class TruncationSchedule:
         return self.phase == 0
 
     def advance(self) -> bool:
-        """Count a batch taken; ``True`` when it closed the cycle (truncate now)."""
+        """Count a batch taken; ``True`` when it closed the cycle, or (``refresh``) took the basis step: truncate
+        now."""
+        opened = self.phase == 0
         self.phase += 1
+        if self.refresh:
+            self.phase %= self.period
+            return opened
         if self.phase >= self.period:
             self.phase = 0
             return True
@@ -52,6 +61,6 @@ class TruncationSchedule:
 
     def close(self) -> bool:
         """End of an epoch: ``True`` when a cycle was open (truncate now); the next batch opens a new one."""
-        was_open = self.phase != 0
+        was_open = self.phase != 0 and not self.refresh  # a refresh cycle never leaves layers augmented
         self.phase = 0
         return was_open

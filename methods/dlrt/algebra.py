@@ -79,17 +79,24 @@ def hosvd(w: torch.Tensor, ranks: list[int]) -> tuple[torch.Tensor, list[torch.T
     return multi_mode_mul(w, {i: u.T for i, u in enumerate(factors)}), factors
 
 
-def augment_basis(u: torch.Tensor, k: torch.Tensor, n: int) -> torch.Tensor:
-    """``orth([U | K])`` with at most ``min(2 r, n)`` columns (r = U's columns), the old basis first: the first
-    r columns are ``U`` itself (QR of orthonormal columns gives R_11 = diag(+-1), whose signs are undone)."""
+def augment_basis(u: torch.Tensor, k: torch.Tensor, cap: int) -> torch.Tensor:
+    """``orth([U | K])`` with at most ``min(2 r, cap)`` columns (r = U's columns; ``cap`` at most the mode size),
+    the old basis first: the first r columns are ``U`` itself (QR of orthonormal columns gives R_11 = diag(+-1),
+    whose signs are undone). When the cap leaves room for fewer new directions than ``K`` brings, the new ones
+    are the leading left singular vectors of K's part outside span(U) (its largest new directions; this does
+    not depend on how K's columns are chosen, only on its span and scale)."""
     r = u.shape[1]
-    m = min(2 * r, n, r + k.shape[1])
+    new = min(2 * r, cap, u.shape[0], r + k.shape[1]) - r
     qa, ra = torch.linalg.qr(torch.cat([u, k], 1))
     sign = torch.sign(torch.diagonal(ra)[:r])
     sign[sign == 0] = 1
-    qa = qa[:, :m].clone()
-    qa[:, :r] *= sign
-    return qa
+    out = qa[:, : r + new].clone()
+    out[:, :r] *= sign
+    rank_outside = min(k.shape[1], u.shape[0] - r)
+    if 0 < new < rank_outside:  # the cap binds: K's part outside span(U) is qa[:, r:] ra[r:, r:]
+        p = torch.linalg.svd(ra[r : r + rank_outside, r:])[0][:, :new]
+        out[:, r:] = qa[:, r : r + rank_outside] @ p
+    return out
 
 
 def truncation_projections(

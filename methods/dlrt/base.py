@@ -90,6 +90,7 @@ class DLRTLayer(nn.Module):
         adaptive: list[bool],
         r_min: list[int],
         r_max: list[int],
+        a_max: list[int] | None = None,
     ):
         super().__init__()
         self.dense_shape = list(dense_shape)
@@ -97,6 +98,7 @@ class DLRTLayer(nn.Module):
         self.d = len(self.n)
         self.adaptive = list(adaptive)
         self.r_min, self.r_max = list(r_min), list(r_max)
+        self.a_max = [min(a, n) for a, n in zip(a_max or self.n, self.n, strict=True)]  # augmentation caps
         self.core = nn.Parameter(core.clone())
         for k, u in enumerate(factors):
             self.register_buffer(f"U{k}", u.clone().contiguous())
@@ -132,6 +134,7 @@ class DLRTLayer(nn.Module):
         r_max: list[int],
         initialization: str,
         generator: torch.Generator | None,
+        a_max: list[int] | None = None,
     ) -> DLRTLayer:
         """The layer replacing the dense ``module`` (the structure that accepts it: ``tucker`` picks Tucker
         tensors for convs), initialized by ``initialization``."""
@@ -141,7 +144,7 @@ class DLRTLayer(nn.Module):
         core, factors = initial_decomposition(target, ranks, adaptive, initialization, generator)
         bias = module.bias.detach() if module.bias is not None else None
         args = layer_cls.layer_args(module)
-        return layer_cls(list(w.shape), core, factors, bias, adaptive, r_min, r_max, **args)
+        return layer_cls(list(w.shape), core, factors, bias, adaptive, r_min, r_max, a_max, **args)
 
     # -- state ---------------------------------------------------------------------------------------------------
     @property
@@ -195,7 +198,7 @@ class DLRTLayer(nn.Module):
         return {k: a @ qs[k] for k, a in self.mode_grads(x, g_out, list(qs)).items()}
 
     def augmentable_modes(self) -> list[int]:
-        return [k for k in range(self.d) if self.adaptive[k] and self.core.shape[k] < self.n[k]]
+        return [k for k in range(self.d) if self.adaptive[k] and self.core.shape[k] < self.a_max[k]]
 
     @torch.no_grad()
     def basis_step(
@@ -214,7 +217,7 @@ class DLRTLayer(nn.Module):
         factors = list(self.factors)
         with single_threaded():
             for k, g in grads.items():
-                factors[k] = augment_basis(factors[k], factors[k] @ qrs[k][1].T - lr * g, self.n[k])
+                factors[k] = augment_basis(factors[k], factors[k] @ qrs[k][1].T - lr * g, self.a_max[k])
         pad = partial(padded, shape=[u.shape[1] for u in factors])
         self.set_state(pad(c), factors, optimizer, moment_transport(pad))
         self.augmented = True
@@ -244,13 +247,13 @@ class DLRTLayer(nn.Module):
         params = sum(n * r for n, r in zip(self.n, ranks, strict=True)) + int(torch.tensor(ranks).prod()) + nb
         aug, k_params = [], 0
         for k, (n, r) in enumerate(zip(self.n, ranks, strict=True)):
-            if self.adaptive[k] and r < n and not self.augmented:
-                aug.append(min(2 * r, n))
+            if self.adaptive[k] and r < self.a_max[k] and not self.augmented:
+                aug.append(min(2 * r, self.a_max[k]))
                 k_params += n * r
             else:
                 aug.append(r)
         train = sum(n * a for n, a in zip(self.n, aug, strict=True)) + int(torch.tensor(aug).prod()) + k_params + nb
-        extra: dict[str, Any] = {"modes": self.n, "adaptive": self.adaptive, "r_max": self.r_max}
+        extra: dict[str, Any] = {"modes": self.n, "adaptive": self.adaptive, "r_max": self.r_max, "a_max": self.a_max}
         return LayerStats(name, self.kind, self.dense_shape, dense, params, train, ranks, self.fmt, extra)
 
     def extra_repr(self) -> str:

@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from harness import Method, register_method
+from harness.config import WHEN_SET
 from harness.toolkit import Capture, RankSpec, TruncationSchedule, replace_module, resolve_rank, select_layers
 from harness_methods.dlrt.base import DLRTLayer
+from harness_methods.dlrt.budget import augmentation_caps
 
 
 class DLRTParams(BaseModel):
@@ -31,8 +33,23 @@ class DLRTParams(BaseModel):
     adaptive_modes: Literal["channels", "all"] = Field(
         "channels", description="'channels': spatial modes of Tucker convs stay at full rank kh, kw"
     )
-    schedule: Literal["every_step", "amortized"] = "every_step"
-    amortize_steps: int = Field(10, ge=1, description="amortized: one basis step and truncation per this many batches")
+    memory_budget: float | None = Field(
+        None,
+        gt=0,
+        description="the most parameters a layer holds at any point of a step (augmented bases and core, K matrices;"
+        " optimizer state apart), as a fraction of its dense layer; augmentation and truncation caps follow from it"
+        " (methods/dlrt/budget.py); null (default): no bound (augment to min(2r, n), truncate to r_max)",
+        json_schema_extra=WHEN_SET,
+    )
+    schedule: Literal["every_step", "amortized", "periodic"] = Field(
+        "every_step",
+        description="every_step: basis step, core step and truncation on every batch; amortized: a basis step every"
+        " amortize_steps batches, core steps at the augmented ranks, truncation at the cycle's end; periodic: every"
+        " amortize_steps batches one full step (basis step, core step, truncation), fixed-rank core steps between",
+    )
+    amortize_steps: int = Field(
+        10, ge=1, description="amortized / periodic: one basis step and truncation per this many batches"
+    )
     layers: list[str] | None = Field(None, description="layer-name patterns; default: all but first conv, last linear")
 
     @field_validator("r_max", "initial_rank")
@@ -57,10 +74,11 @@ class _DLRTBase(Method):
         self._layers_of: int | None = None
 
     # -- setup ---------------------------------------------------------------------------------------------------
-    def layer_config(self, module: nn.Module) -> tuple[list[int], list[bool], list[int], list[int]]:
-        """Initial ranks, adaptivity, rank floors and caps of the modes of ``module``'s factorization. Fractions
-        round up (``harness.toolkit.resolve_rank``); a matrix has one rank, its cap and floor from the smaller
-        side, tied in both modes."""
+    def layer_config(self, module: nn.Module) -> tuple[list[int], list[bool], list[int], list[int], list[int]]:
+        """Initial ranks, adaptivity, rank floors, truncation caps and augmentation caps of the modes of
+        ``module``'s factorization. Fractions round up (``harness.toolkit.resolve_rank``); a matrix has one rank,
+        its cap and floor from the smaller side, tied in both modes. With a ``memory_budget`` the caps are cut
+        to it (``methods/dlrt/budget.py``)."""
         p: DLRTParams = self.params  # type: ignore[assignment]
         w = module.weight
         tucker = isinstance(module, nn.Conv2d) and self.tucker
@@ -70,6 +88,12 @@ class _DLRTBase(Method):
         ref = [min(n)] * 2 if len(n) == 2 else n
         r_max = [resolve_rank(p.r_max, ref[k]) if channel[k] else n[k] for k in range(len(n))]
         r_min = [min(p.r_min, r_max[k]) if adaptive[k] else n[k] for k in range(len(n))]
+        a_max = list(n)
+        if p.memory_budget is not None:
+            bias = module.bias.numel() if getattr(module, "bias", None) is not None else 0
+            a_max, r_max = augmentation_caps(
+                n, adaptive, r_min, r_max, w.numel() + bias, p.memory_budget, bias, tied=len(n) == 2
+            )
         ranks = []
         for k in range(len(n)):
             if not adaptive[k]:
@@ -78,15 +102,15 @@ class _DLRTBase(Method):
                 ranks.append(r_max[k])
             else:
                 ranks.append(min(max(resolve_rank(p.initial_rank, ref[k]), r_min[k]), r_max[k]))
-        return ranks, adaptive, r_min, r_max
+        return ranks, adaptive, r_min, r_max, a_max
 
     def prepare(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
         modules = dict(model.named_modules())
         for name in select_layers(model, self.params.layers):
             module = modules[name]
-            ranks, adaptive, r_min, r_max = self.layer_config(module)
+            ranks, adaptive, r_min, r_max, a_max = self.layer_config(module)
             layer = DLRTLayer.from_module(
-                module, self.tucker, ranks, adaptive, r_min, r_max, self.initialization, generator
+                module, self.tucker, ranks, adaptive, r_min, r_max, self.initialization, generator, a_max
             )
             replace_module(model, name, layer)
         self._layers_of = None
@@ -116,7 +140,7 @@ class _DLRTBase(Method):
             lr = optimizer.param_groups[0]["lr"]
             for layer, x_in, g_out in zip(layers, cap.inputs, cap.grad_outputs, strict=True):
                 layer.basis_step(x_in, g_out, lr, optimizer)  # sets the core's gradient at the augmented bases
-        else:  # a core-only step (amortized schedule, mid-cycle) at the current bases
+        else:  # a core-only step at the current bases (amortized: augmented; periodic: truncated)
             loss = loss_fn(model(x), y)
             loss.backward()
         optimizer.step()
