@@ -179,11 +179,7 @@ def distinguishing_params(methods: Iterable[str], params: Iterable[Any]) -> dict
     by_method: dict[str, list[dict[str, Any]]] = {}
     for m, p in zip(methods, params, strict=True):
         by_method.setdefault(m, []).append(decode_params(p))
-    out: dict[str, list[str]] = {}
-    for m, dicts in by_method.items():
-        keys = sorted({k for d in dicts for k in d})
-        out[m] = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1]
-    return out
+    return {m: _varying_keys(dicts) for m, dicts in by_method.items()}
 
 
 def setting_label(method: str, params: Any, keys: Iterable[str] | None = None) -> str:
@@ -201,10 +197,46 @@ def run_label(config: Mapping[str, Any], keys: Iterable[str] | None = None) -> s
     )
 
 
+def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's training and budget settings under the export's column names (``training.lr``, ``budget.epochs``)."""
+    return {f"{part}.{k}": v for part in ("training", "budget") for k, v in (config.get(part) or {}).items()}
+
+
+def distinguishing_settings(configs: list[Mapping[str, Any]]) -> list[list[str]]:
+    """Per run, the training and budget settings whose values differ among the runs of its dataset, model and
+    method (runs of one grid share theirs: none)."""
+    group = [(c["dataset"], c["model"], c["method"]) for c in configs]
+    by_group: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for g, c in zip(group, configs, strict=True):
+        by_group.setdefault(g, []).append(run_settings(c))
+    keys = {g: _varying_keys(ds) for g, ds in by_group.items()}
+    return [keys[g] for g in group]
+
+
+def _varying_keys(dicts: list[dict[str, Any]]) -> list[str]:
+    """The keys, sorted, whose values differ among ``dicts``."""
+    keys = sorted({k for d in dicts for k in d})
+    return [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1]
+
+
 def short_run_labels(configs: list[Mapping[str, Any]]) -> list[str]:
-    """Labels of several runs naming only the parameters that distinguish runs of the same method."""
+    """Labels of several runs naming only what tells them apart, never a default that all of them share.
+
+    ``mnist/lenet5/dlrt[tau=0.1]/random/s0 (training.lr=0.01)``: the parameters that differ among the runs of
+    the same method, and the training and budget settings that differ among the runs of the same dataset,
+    model and method (a budget left unset is not named). Two different runs never share a label: where they
+    still would, the label ends with the run's id (``#1a2b3c4d``)."""
     keys = distinguishing_params([c["method"] for c in configs], [c.get("params") or {} for c in configs])
-    return [run_label(c, keys[c["method"]]) for c in configs]
+    labels = []
+    for c, shown in zip(configs, distinguishing_settings(configs), strict=True):
+        settings = run_settings(c)
+        text = ", ".join(f"{k}={plain(settings[k])}" for k in shown if settings.get(k) is not None)
+        labels.append(run_label(c, keys[c["method"]]) + (f" ({text})" if text else ""))
+    ids = [run_id(c) for c in configs]
+    ids_of: dict[str, set[str]] = {}
+    for x, i in zip(labels, ids, strict=True):
+        ids_of.setdefault(x, set()).add(i)
+    return [f"{x} #{i[:8]}" if len(ids_of[x]) > 1 else x for x, i in zip(labels, ids, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------------------------

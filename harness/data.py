@@ -9,6 +9,9 @@ Data root: ``--data-root`` on the command line, else the environment variable ``
 * CIFAR-10: ``cifar-10-batches-py/{data_batch_1..5,test_batch}``
 
 ``mnist_subset`` is a real MNIST subset (10,000 train / 2,000 test images) shipped in the package.
+
+A dataset read from files declares them (:class:`DataFiles`: folders, names, where they can be had), so that
+``harness run`` checks every dataset of a grid once, before training anything (:func:`missing_datasets`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import gzip
 import io
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,6 +33,64 @@ from harness.registry import DATASETS
 
 class DatasetNotFoundError(FileNotFoundError):
     """The files of a dataset are missing (and could not be downloaded)."""
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """The files a dataset is read from: enough to check that they are there (without reading them), to say
+    where they can be had, and to download them through torchvision where it can.
+
+    ``folders`` are tried in order, each relative to the data root (an absolute one is taken as it is); the first
+    holding every name of ``names`` (or, with ``gz``, its ``.gz``) is the one read."""
+
+    folders: tuple[str | Path, ...]
+    names: tuple[str, ...]
+    how: str  # where the files can be had and where they go; ``<root>`` stands for the data root
+    gz: bool = False
+    torchvision: str | None = None  # the torchvision.datasets class that downloads them into the data root
+
+    def looked(self, root: Path) -> list[Path]:
+        """The folders searched under ``root``, in order."""
+        return [root / f for f in self.folders]
+
+    def find(self, root: Path) -> list[Path] | None:
+        """The files (in the order of ``names``) in the first folder that holds all of them, else None."""
+        exts = ("", ".gz") if self.gz else ("",)
+        for folder in self.looked(root):
+            found = [next((p for p in (folder / (n + e) for e in exts) if p.is_file()), None) for n in self.names]
+            if all(found):
+                return found  # type: ignore[return-value]
+        return None
+
+    def fetch(self, root: Path) -> str | None:
+        """Try torchvision's download into ``root`` (where it has one); the error as text, else None."""
+        cls = self.torchvision
+        if cls is None:
+            return None
+        import torchvision.datasets as tvd
+
+        return _try_download(lambda: getattr(tvd, cls)(str(root), download=True))
+
+    def missing(self, name: str, root: Path, download_error: str | None = None) -> DatasetNotFoundError:
+        """The error naming the folders looked in, the files and where they can be had."""
+        where = "\n".join(f"  - {p}" for p in self.looked(root))
+        failed = f"\nDownload failed: {download_error}" if download_error else ""
+        return DatasetNotFoundError(
+            f"dataset {name!r}: files not found. Looked for {', '.join(self.names)}{' (or .gz)' if self.gz else ''}"
+            f" in:\n{where}\nHow to provide them: {self.how.replace('<root>', str(root))}\n"
+            f"Set the data root with --data-root DIR or HARNESS_DATA=DIR.{failed}"
+        )
+
+    def require(self, name: str, root: Path, download: bool) -> list[Path]:
+        """The files, downloaded first when missing and ``download``; raises :class:`DatasetNotFoundError`."""
+        files = self.find(root)
+        error = None
+        if files is None and download:
+            error = self.fetch(root)
+            files = self.find(root)
+        if files is None:
+            raise self.missing(name, root, error)
+        return files
 
 
 @dataclass(frozen=True)
@@ -46,6 +107,7 @@ class DatasetSpec:
     load: Callable[[Path, bool], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     description: str = ""
     pad_to: int | None = None  # zero-pad images to this size (e.g. 28 -> 32 for CIFAR models)
+    files: DataFiles | None = None  # None: no files to provide (shipped with harness, or the loader's own affair)
 
 
 @dataclass
@@ -77,13 +139,15 @@ def dataset(
     augment: bool = False,
     description: str = "",
     pad_to: int | None = None,
+    files: DataFiles | None = None,
 ):
-    """Decorator registering a loader ``load(root, download) -> (train_x, train_y, test_x, test_y)``."""
+    """Decorator registering a loader ``load(root, download) -> (train_x, train_y, test_x, test_y)``; ``files``
+    lets ``harness run`` check that the dataset's files are there before training anything."""
 
     def decorate(load):
         DATASETS.add(
             name,
-            DatasetSpec(name, channels, image_size, num_classes, mean, std, augment, load, description, pad_to),
+            DatasetSpec(name, channels, image_size, num_classes, mean, std, augment, load, description, pad_to, files),
             description,
         )
         return load
@@ -104,30 +168,6 @@ def _read_idx(path: Path) -> np.ndarray:
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def _find_idx(dirs: list[Path]) -> list[Path] | None:
-    for d in dirs:
-        found = []
-        for stem in _IDX_FILES:
-            hit = next((d / (stem + ext) for ext in ("", ".gz") if (d / (stem + ext)).is_file()), None)
-            if hit is None:
-                break
-            found.append(hit)
-        else:
-            return found
-    return None
-
-
-def _missing(
-    name: str, looked: list[Path], files: tuple[str, ...], how: str, download_error: str | None
-) -> DatasetNotFoundError:
-    where = "\n".join(f"  - {p}" for p in looked)
-    failed = f"\nDownload failed: {download_error}" if download_error else ""
-    return DatasetNotFoundError(
-        f"dataset {name!r}: files not found. Looked for {', '.join(files)} (or .gz) in:\n{where}\n"
-        f"How to provide them: {how}\nSet the data root with --data-root DIR or HARNESS_DATA=DIR.{failed}"
-    )
-
-
 def _try_download(fn: Callable[[], object]) -> str | None:
     try:
         fn()
@@ -136,18 +176,29 @@ def _try_download(fn: Callable[[], object]) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _load_idx_dataset(name: str, dirs: list[Path], root: Path, download: bool, tv_class: str, how: str):
-    files = _find_idx(dirs)
-    error = None
-    if files is None and download:
-        import torchvision.datasets as tvd
-
-        error = _try_download(lambda: getattr(tvd, tv_class)(str(root), download=True))
-        files = _find_idx(dirs)
-    if files is None:
-        raise _missing(name, dirs, _IDX_FILES, how, error)
-    x, y, xt, yt = (_read_idx(p) for p in files)
+def _load_idx_dataset(name: str, files: DataFiles, root: Path, download: bool):
+    x, y, xt, yt = (_read_idx(p) for p in files.require(name, root, download))
     return x[:, None], y.astype(np.int64), xt[:, None], yt.astype(np.int64)
+
+
+MNIST_FILES = DataFiles(
+    ("MNIST/raw",),
+    _IDX_FILES,
+    "download the four files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+    "and t10k-labels-idx1-ubyte.gz from https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision's mirror of "
+    "http://yann.lecun.com/exdb/mnist/) into <root>/MNIST/raw/ (gzipped or not; the torchvision layout).",
+    gz=True,
+    torchvision="MNIST",
+)
+FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = DataFiles(
+    ("FashionMNIST/raw", FASHION_DEBIAN),
+    _IDX_FILES,
+    "on Debian/Ubuntu `apt-get install dataset-fashion-mnist`, or download the four idx files (.gz) from "
+    "https://github.com/zalandoresearch/fashion-mnist into <root>/FashionMNIST/raw/.",
+    gz=True,
+    torchvision="FashionMNIST",
+)
 
 
 @dataset(
@@ -158,19 +209,10 @@ def _load_idx_dataset(name: str, dirs: list[Path], root: Path, download: bool, t
     mean=(0.1307,),
     std=(0.3081,),
     description="MNIST handwritten digits, 60k/10k, 28x28 grey (standard idx files)",
+    files=MNIST_FILES,
 )
 def load_mnist(root: Path, download: bool = True):
-    return _load_idx_dataset(
-        "mnist",
-        [root / "MNIST" / "raw"],
-        root,
-        download,
-        "MNIST",
-        "copy the four MNIST idx files into <root>/MNIST/raw/ (torchvision layout).",
-    )
-
-
-FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+    return _load_idx_dataset("mnist", MNIST_FILES, root, download)
 
 
 @dataset(
@@ -181,17 +223,10 @@ FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
     mean=(0.2860,),
     std=(0.3530,),
     description="Fashion-MNIST clothing images, 60k/10k, 28x28 grey",
+    files=FASHION_FILES,
 )
 def load_fashion_mnist(root: Path, download: bool = True):
-    return _load_idx_dataset(
-        "fashion_mnist",
-        [root / "FashionMNIST" / "raw", FASHION_DEBIAN],
-        root,
-        download,
-        "FashionMNIST",
-        "on Debian/Ubuntu `apt-get install dataset-fashion-mnist`, or copy the four idx files "
-        "into <root>/FashionMNIST/raw/.",
-    )
+    return _load_idx_dataset("fashion_mnist", FASHION_FILES, root, download)
 
 
 @dataset(
@@ -203,6 +238,7 @@ def load_fashion_mnist(root: Path, download: bool = True):
     std=(0.3530,),
     pad_to=32,
     description="Fashion-MNIST zero-padded to 32x32 (for CIFAR-style models)",
+    files=FASHION_FILES,
 )
 def load_fashion_mnist32(root: Path, download: bool = True):
     return load_fashion_mnist(root, download)
@@ -257,6 +293,13 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+CIFAR10_FILES = DataFiles(
+    ("cifar-10-batches-py",),
+    CIFAR_FILES,
+    "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
+    "unpack it into <root> (giving <root>/cifar-10-batches-py/).",
+    torchvision="CIFAR10",
+)
 
 
 @dataset(
@@ -268,27 +311,29 @@ CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
     std=(0.2470, 0.2435, 0.2616),
     augment=True,
     description="CIFAR-10, 50k/10k 32x32 colour (python batches; bring your own copy)",
+    files=CIFAR10_FILES,
 )
 def load_cifar10(root: Path, download: bool = True):
-    folder = root / "cifar-10-batches-py"
-    error = None
-    if not all((folder / f).is_file() for f in CIFAR_FILES) and download:
-        import torchvision.datasets as tvd
-
-        error = _try_download(lambda: tvd.CIFAR10(str(root), download=True))
-    missing = [f for f in CIFAR_FILES if not (folder / f).is_file()]
-    if missing:
-        raise _missing(
-            "cifar10",
-            [folder],
-            CIFAR_FILES,
-            "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
-            "unpack it into <root> (giving <root>/cifar-10-batches-py/).",
-            error,
-        )
-    parts = [read_cifar_batch(folder / f) for f in CIFAR_FILES[:5]]
-    xt, yt = read_cifar_batch(folder / "test_batch")
+    *train, test = CIFAR10_FILES.require("cifar10", root, download)
+    parts = [read_cifar_batch(f) for f in train]
+    xt, yt = read_cifar_batch(test)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xt, yt
+
+
+def missing_datasets(names: Iterable[str], root: Path | None = None, download: bool = False) -> list[str]:
+    """One message per dataset of ``names`` whose files are not under the data root (after one download try
+    each when ``download``), without reading them. Embedded datasets, and those that declare no files, pass."""
+    root = Path(root) if root is not None else default_data_root()
+    problems: dict[DataFiles, str] = {}  # datasets sharing their files (fashion_mnist, fashion_mnist32) are told once
+    for name in dict.fromkeys(names):
+        files = DATASETS.get(name).files
+        if files is None or files in problems:
+            continue
+        try:
+            files.require(name, root, download)
+        except DatasetNotFoundError as exc:
+            problems[files] = str(exc).rstrip()
+    return list(problems.values())
 
 
 # -- tensors on the device ----------------------------------------------------------------------------

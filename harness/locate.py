@@ -19,20 +19,50 @@ class TargetError(ValueError):
     """A target that names neither a suite file nor a results directory, or a store that is not there."""
 
 
-def resolve_suite_path(suite: str | Path) -> Path:
-    """A suite file path, or the name of a file in ./suites/ (with or without .yaml)."""
+def suite_candidates(suite: str | Path) -> list[Path]:
+    """Where a suite named ``suite`` is looked for, in order: the path itself, then ./suites/NAME(.yaml)."""
     p = Path(suite)
-    if p.is_file():
-        return p
-    for cand in (Path("suites") / suite, Path("suites") / f"{suite}.yaml"):
-        if cand.is_file():
-            return cand
-    return p
+    cands = [p, Path("suites") / p]
+    if p.suffix not in (".yaml", ".yml"):
+        cands.append(Path("suites") / f"{p}.yaml")
+    return list(dict.fromkeys(cands))
 
 
-def default_results(suite: Suite) -> Path:
-    """Where a suite's results live unless ``--results`` says otherwise."""
-    return Path("results") / suite.name
+def resolve_suite_path(suite: str | Path) -> Path:
+    """A suite file path, or the name of a file in ./suites/ (with or without .yaml); the path as given when
+    there is none (see :func:`suite_not_found`)."""
+    return next((c for c in suite_candidates(suite) if c.is_file()), Path(suite))
+
+
+# The suites that come with harness, in its checkout (absent when harness is installed without them).
+BUNDLED_SUITES = Path(__file__).resolve().parents[1] / "suites"
+
+
+def suite_not_found(suite: str | Path) -> str:
+    """What was tried for a suite that resolves to no file, and what to do."""
+    tried = ", ".join(str(c) for c in suite_candidates(suite))
+    text = (
+        f"tried {tried} (relative to {Path.cwd()}); suite names are looked up in ./suites/ of the current "
+        "directory: `harness list suites` lists them, or give the path of a suite file"
+    )
+    bundled = [c for c in (BUNDLED_SUITES / f"{suite}.yaml", BUNDLED_SUITES / str(suite)) if c.is_file()]
+    if bundled and Path("suites").resolve() != BUNDLED_SUITES:
+        text += f"; the suite file of that name that comes with harness is {bundled[0]}"
+    return text
+
+
+def no_suites_here() -> str:
+    """Said by ``harness list suites`` where the current directory has no ./suites/ folder."""
+    text = f"no suites/ folder in {Path.cwd()} (suite names are looked up there); give a suite file's path"
+    if BUNDLED_SUITES.is_dir():
+        text += f"; the suites that come with harness are in {BUNDLED_SUITES}"
+    return text
+
+
+def default_results(suite: Suite, budget: bool = False) -> Path:
+    """Where a suite's results live unless ``--results`` says otherwise: ``results/<name>/``, or
+    ``results/<name>-budget/`` for a run under a command-line ``--budget`` (kept apart from the main store)."""
+    return Path("results") / (f"{suite.name}-budget" if budget else suite.name)
 
 
 @dataclass(frozen=True)
@@ -70,6 +100,6 @@ def locate(target: str | Path, results: Path | None = None) -> Target:
         return Target(Store(results or target))
     path = resolve_suite_path(target)
     if not path.is_file():
-        raise TargetError(f"{target} is neither a results directory nor a suite file")
+        raise TargetError(f"{target} is neither a results directory nor a suite file: {suite_not_found(target)}")
     suite = load_suite(path)
     return Target(Store(results or default_results(suite)), suite, path)

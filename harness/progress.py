@@ -25,6 +25,7 @@ from rich.progress import (
 
 from harness.config import RunOutcome, RunSpec, RunStatus
 from harness.runner import Reporter
+from harness.units import shown
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -49,11 +50,12 @@ def make_progress(console: Console) -> Progress:
 
 
 def summary(metrics: dict[str, Any]) -> str:
-    """One line of a finished run's metrics: accuracy, compression, size, speed and ranks."""
+    """One line of a finished run's metrics: accuracy, compression (in percent), size, speed and ranks."""
+    m = shown(metrics)
     parts = [
-        f"acc {100 * metrics['final_acc']:.2f}%",
-        f"best {100 * metrics['best_acc']:.2f}%",
-        f"compression {100 * metrics['compression']:.1f}%",
+        f"acc {m['final_acc']:.2f}%",
+        f"best {m['best_acc']:.2f}%",
+        f"compression {m['compression']:.1f}%",
         f"{metrics['params_inference']:,} params",
         f"{metrics['epoch_seconds']:.1f} s/epoch",
     ]
@@ -98,18 +100,18 @@ class RichReporter(Reporter):
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         s = self.slots[self.slot]
+        e = shown(row)  # epochs from 1, accuracy in percent
         if not self.progress.console.is_terminal:  # a log file or pipe shows no bars: one line per epoch instead
             self._print(
-                f"epoch {row['epoch'] + 1}/{s['epochs']}  loss {row['train_loss']:.4f}  "
-                f"acc {100 * row['test_acc']:.2f}%  {row['seconds']:.0f} s  {s['label']}"
+                f"epoch {e['epoch']}/{s['epochs']}  loss {e['train_loss']:.4f}  "
+                f"acc {e['test_acc']:.2f}%  {e['seconds']:.0f} s  {s['label']}"
             )
         if s["task"] is not None:
-            nxt = min(row["epoch"] + 2, s["epochs"])
+            nxt = min(e["epoch"] + 1, s["epochs"])
             self.progress.update(
                 s["task"],
                 description=(
-                    f"{s['label']} epoch {nxt}/{s['epochs']} loss {row['train_loss']:.3f} "
-                    f"acc {100 * row['test_acc']:.2f}%"
+                    f"{s['label']} epoch {nxt}/{s['epochs']} loss {e['train_loss']:.3f} acc {e['test_acc']:.2f}%"
                 ),
             )
 

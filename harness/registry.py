@@ -90,6 +90,11 @@ class Registry(Generic[T]):
             raise UnknownNameError(self.kind, name, self.names())
         return self._entries[name].builder
 
+    def entry(self, name: str) -> Entry[T]:
+        """The entry of a name (builder and description), its plugin loaded; raises :class:`UnknownNameError`."""
+        self.get(name)
+        return self._entries[name]
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries or name in self._entry_points()
 

@@ -97,7 +97,7 @@ def explain(exc: BaseException, path: Path, writing: bool) -> StoreError | None:
             "works (status, export, report --out ELSEWHERE); to train or merge into it, copy the directory to a "
             "writable place and point --results (or --into) there"
         )
-    if kind == "io" and writing and (_free(directory) or 0) < _LOW_SPACE:
+    if kind == "io" and (_free(directory) or 0) < _LOW_SPACE:  # readers too: a WAL store's -shm file is written
         kind = "full"
     if kind == "full":
         return StoreFull(

@@ -88,6 +88,7 @@ class Suite(Strict):
     budget: Budget = Field(default_factory=Budget)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     references: str | None = None  # a file of published numbers the report shows beside these
+    report: bool = False  # `harness run` ends by writing the report and printing its comparison table
     grids: list[Grid] | None = None
     parts: list[Suite] = Field(default_factory=list, exclude=True)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from torch import nn
 from harness.config import EpochRecord, Training
 from harness.data import crop_flip, load_tensors
 from harness.layers import parameter_summary
+from harness.memory import PeakMemory, run_tensors
 from harness.method import Method
 from harness.models import create_model
 from harness.optim import lr_factor, set_lr
@@ -39,49 +38,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available; use device: auto or cpu")
     return torch.device(device)
-
-
-class PeakMemory:
-    """Peak memory of a block: CUDA allocator peak on GPU, sampled process RSS growth on CPU (MiB)."""
-
-    def __init__(self, device: torch.device, interval: float = 0.05):
-        self.device, self.interval = device, interval
-        self.peak_mb = 0.0
-
-    @staticmethod
-    def _rss_mb() -> float:
-        try:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except OSError:
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return self
-        self._base = self._rss_mb()
-        self._max = self._base
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.wait(self.interval):
-                self._max = max(self._max, self._rss_mb())
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-            return
-        self._stop.set()
-        self._thread.join()
-        self._max = max(self._max, self._rss_mb())
-        self.peak_mb = self._max - self._base
 
 
 def inference_flops(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> int:
@@ -147,7 +103,7 @@ def train_run(
     steps = n // bs if n >= bs else 1  # drop the last partial batch (BatchNorm, equal steps)
     cb.run_start(training.epochs, steps)
     epochs: list[dict[str, Any]] = []
-    with PeakMemory(dev) as mem:
+    with PeakMemory(dev, lambda: run_tensors(model, optimizer)) as mem:
         for epoch in range(training.epochs):
             lr = set_lr(
                 optimizer,
@@ -166,22 +122,25 @@ def train_run(
             order = torch.randperm(n, device=dev, generator=gen)
             total = torch.zeros((), device=dev)
             for s in range(steps):
-                idx = order[s * bs : (s + 1) * bs]
-                x = data.train_x[idx]
-                if augment:
-                    x = crop_flip(x, gen)
-                total += method.train_step(model, optimizer, (x, data.train_y[idx]), loss_fn)
+                with mem.step(s, steps):  # on CPU a few sampled steps are tracked (and timed apart)
+                    idx = order[s * bs : (s + 1) * bs]
+                    x = data.train_x[idx]
+                    if augment:
+                        x = crop_flip(x, gen)
+                    total += method.train_step(model, optimizer, (x, data.train_y[idx]), loss_fn)
                 if (s + 1) % check_every == 0 and not torch.isfinite(total):
                     raise DivergedError(_diverged(epoch, s, training))
                 cb.step()
+            loop = time.perf_counter() - t0
             method.end_epoch(model, optimizer, epoch)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            seconds = time.perf_counter() - t0
+            seconds = mem.epoch_seconds(time.perf_counter() - t0, loop, steps)
             train_loss = (total / steps).item()
             if not math.isfinite(train_loss):
                 raise DivergedError(_diverged(epoch, steps - 1, training))
-            acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
+            with mem.excluded():
+                acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
             stats = [s.to_dict() for s in method.layer_stats(model)]
             row = EpochRecord(epoch, train_loss, acc, test_loss, seconds, lr, stats).to_dict()
             epochs.append(row)

@@ -63,3 +63,29 @@ def test_labels_name_what_distinguishes_runs_of_a_method():
         "mnist/lenet5/dlrt[tau=0.2]/random/s0",
         "mnist/lenet5/tucker/random/s0",
     ]
+
+
+def test_labels_name_the_training_and_budget_that_tell_runs_apart_never_shared_defaults():
+    base = {"dataset": "mnist", "model": "lenet5", "initialization": "random", "seed": 0, "params": {"tau": 0.1}}
+    lr05 = {"epochs": 10, "lr": 0.05, "momentum": 0.9}
+    configs = [
+        {**base, "method": "dlrt", "training": lr05, "budget": {"train_subset": None}},
+        {**base, "method": "dlrt", "training": {**lr05, "lr": 0.01}, "budget": {"train_subset": None}},
+        {**base, "method": "dlrt", "training": lr05, "budget": {"train_subset": 1000}},
+        {**base, "method": "full", "params": {}, "training": {**lr05, "lr": 0.01}, "budget": {}},
+    ]
+    assert short_run_labels(configs) == [
+        "mnist/lenet5/dlrt/random/s0 (training.lr=0.05)",  # an unset budget is not named
+        "mnist/lenet5/dlrt/random/s0 (training.lr=0.01)",
+        "mnist/lenet5/dlrt/random/s0 (budget.train_subset=1000, training.lr=0.05)",
+        "mnist/lenet5/full/random/s0",  # the only full run: no setting tells it apart from another
+    ]
+
+
+def test_two_different_runs_never_share_a_label():
+    base = {"dataset": "mnist", "model": "lenet5", "method": "dlrt", "initialization": "random", "seed": 0}
+    # an explicit null and a missing key print alike; only the id can tell these two apart
+    configs = [{**base, "params": {"tau": 0.1}}, {**base, "params": {"tau": 0.1, "decay": None}}]
+    labels = short_run_labels(configs)
+    assert labels == [f"mnist/lenet5/dlrt/random/s0 #{run_id(c)[:8]}" for c in configs]
+    assert short_run_labels([configs[0], configs[0]]) == ["mnist/lenet5/dlrt/random/s0"] * 2  # the same run twice

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from harness.data import (
     FASHION_DEBIAN,
+    FASHION_FILES,
     DatasetNotFoundError,
     crop_flip,
     load_cifar10,
     load_mnist,
     load_tensors,
+    missing_datasets,
     read_cifar_batch,
     subset_indices,
 )
-from tests.conftest import SHARED_DATA, require_real_mnist
+from harness.registry import DATASETS, Entry
+from tests.conftest import MNIST_FILES, ROOT, SHARED_DATA, cli, require_real_mnist, status_counts, tiny_suite
 
 
 def write_cifar(root, n=20):
@@ -130,3 +136,90 @@ def test_crop_flip_is_a_seeded_shift_or_flip():
         xp = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
         windows = [xp[:, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(a[i], w) or torch.equal(a[i], w.flip(2)) for w in windows)
+
+
+# -- the files of a grid's datasets, checked once before anything trains ---------------------------------------
+def placeholder_mnist(root: Path) -> Path:
+    """``root`` holding the four MNIST file names (empty): enough for the check before training, not for loading."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        (raw / f"{name}.gz").touch()
+    return root
+
+
+def test_mnist_message_says_where_the_files_can_be_had(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(tmp_path, download=False)
+    msg = str(info.value)
+    assert "https://ossci-datasets.s3.amazonaws.com/mnist/" in msg and str(tmp_path / "MNIST" / "raw") in msg
+
+
+def test_missing_datasets_checks_names_only_and_tells_shared_files_once(tmp_path, monkeypatch):
+    assert missing_datasets(["mnist_subset"], tmp_path) == []  # embedded: always there
+    assert missing_datasets(["mnist"], placeholder_mnist(tmp_path / "p")) == []  # present (empty files: not read)
+    (problem,) = missing_datasets(["mnist", "mnist_subset", "mnist"], tmp_path / "none")
+    assert problem.startswith("dataset 'mnist': files not found")
+    # fashion_mnist and fashion_mnist32 read the same files: one message (Debian's folder left out, it may exist)
+    files = dataclasses.replace(FASHION_FILES, folders=("FashionMNIST/raw",))
+    for name in ("fashion_mnist", "fashion_mnist32"):
+        entry = DATASETS.entry(name)
+        monkeypatch.setitem(DATASETS._entries, name, Entry(name, dataclasses.replace(entry.builder, files=files), ""))
+    (problem,) = missing_datasets(["fashion_mnist32", "fashion_mnist"], tmp_path / "none")
+    assert problem.startswith("dataset 'fashion_mnist32': files not found")
+
+
+def suite_of(tmp_path, datasets: list[str], seeds=(0, 1)) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(tiny_suite(datasets=datasets, seeds=list(seeds), methods=["full", "matrix"])))
+    return path
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_missing_data_stops_the_grid_once_before_anything_is_stored(tmp_path, dry):
+    suite = suite_of(tmp_path, ["mnist", "cifar10"])
+    args = ["run", str(suite), "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "r")]
+    res = cli(*args, "--no-download", *(["--dry-run"] if dry else []))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.count("files not found") == 2  # one message per dataset, not one per run (8 runs)
+    assert "dataset 'mnist'" in res.stderr and "dataset 'cifar10'" in res.stderr
+    assert "ossci-datasets" in res.stderr and "cs.toronto.edu" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "r").exists() and not list(tmp_path.rglob("results.sqlite"))
+
+
+def test_missing_data_is_downloaded_once_for_the_whole_grid(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    def offline(root, download=False):
+        calls.append(root)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tvd, "MNIST", offline)
+    suite = suite_of(tmp_path, ["mnist"], seeds=(0, 1, 2))
+    res = cli("run", str(suite), "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "r"))
+    assert res.returncode == 2 and len(calls) == 1  # 6 runs, one try
+    assert res.stderr.count("Download failed: OSError: network unreachable") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_present_data_root_trains_and_settled_runs_need_no_files(tmp_path):
+    write_cifar(tmp_path / "data", n=20)
+    suite = suite_of(tmp_path, ["cifar10"], seeds=(0,))
+    args = ["run", str(suite), "--results", str(tmp_path / "r")]
+    res = cli(*args, "--data-root", str(tmp_path / "data"))
+    assert res.returncode == 0, res.stderr
+    assert status_counts(tmp_path / "r" / "results.sqlite") == {"done": 2}
+    shutil.rmtree(tmp_path / "data")  # done runs train no more: their dataset is not needed
+    again = cli(*args, "--data-root", str(tmp_path / "data"), "--no-download")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    forced = cli(*args, "--data-root", str(tmp_path / "data"), "--no-download", "--force")
+    assert forced.returncode == 2 and forced.stderr.count("files not found") == 1
+    assert status_counts(tmp_path / "r" / "results.sqlite") == {"done": 2}  # the store is left as it was
+
+
+def test_real_mnist_root_passes_the_check():
+    require_real_mnist()
+    res = cli("run", "suites/mnist.yaml", "--dry-run", "--data-root", str(SHARED_DATA), cwd=ROOT)
+    assert res.returncode == 0, res.stderr

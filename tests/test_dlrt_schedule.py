@@ -83,3 +83,41 @@ def test_periodic_changes_ranks_only_at_refreshes():
     assert ranks[0] != [[8, 12, 3, 3], [20, 20]] or ranks[4] != ranks[0]  # the refreshes do truncate
     method.end_epoch(model, opt, 0)
     assert [m.ranks for m in layers] == ranks[-1]  # nothing left open at the end of an epoch
+
+
+def test_core_momentum_gives_the_cores_their_own_group_through_every_shape_change():
+    method = TDLRTMethod({"core_momentum": 0.0, "tau": 0.2, "layers": ["2", "5"]})
+    model, opt = _model(method)
+    layers = method.tucker_layers(model)
+    assert [g["momentum"] for g in opt.param_groups] == [0.9, 0.0]
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        x = torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64)
+        method.train_step(model, opt, (x, torch.randint(0, 4, (6,), generator=g)), loss_fn)
+        cores = opt.param_groups[1]["params"]
+        assert [id(c) for c in cores] == [id(m.core) for m in layers]  # the new cores took the old ones' places
+        assert all(id(m.core) not in map(id, opt.param_groups[0]["params"]) for m in layers)
+    plain = TDLRTMethod({"tau": 0.2, "layers": ["2", "5"]})
+    _, opt2 = _model(plain)
+    assert len(opt2.param_groups) == 1  # without it: one group, the suite's momentum for everything
+
+
+def test_tau_warmup_raises_the_tolerance_linearly():
+    method = TDLRTMethod({"tau": 0.4, "tau_warmup": 4, "layers": ["2", "5"]})
+    model, opt = _model(method)
+    seen = []
+    for layer in method.tucker_layers(model):
+        original = layer.truncate
+
+        def record(tau, optimizer=None, _original=original):
+            seen.append(tau)
+            _original(tau, optimizer)
+
+        layer.truncate = record
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(6)
+    for _ in range(6):
+        x = torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64)
+        method.train_step(model, opt, (x, torch.randint(0, 4, (6,), generator=g)), loss_fn)
+    assert seen[::2] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import re
 
+import pytest
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
 from harness.config import RunOutcome, RunSpec, RunStatus
 from harness.progress import RichReporter, make_console, make_progress
+from tests.conftest import cli, tiny_suite
 
 RUN = RunSpec.of(
     {
@@ -48,3 +52,54 @@ def test_log_lines_are_one_per_event_and_not_wrapped(monkeypatch):
 def test_a_run_without_a_short_label_shows_its_full_label():
     assert RichReporter(make_progress(Console(file=io.StringIO())))._label(RUN) == escape(RUN.label)
     assert RUN.label == "mnist/lenet5/tdlrt[r_max=0.5, tau=0.15]/random/s0"
+
+
+# -- a real grid, its output captured as in a log file: labels tell runs apart, no line is broken ----------
+
+LONG_TRAINING = {"batch_size": 32, "lr": 0.01, "momentum": 0.8, "nesterov": True, "weight_decay": 0.0001}
+
+
+@pytest.fixture(scope="module")
+def grid_log(tmp_path_factory):
+    """Two runs of one method whose sub-grids differ in many training settings: labels of 170+ characters."""
+    tmp = tmp_path_factory.mktemp("grid")
+    suite = tmp / "grid.yaml"
+    suite.write_text(yaml.safe_dump(tiny_suite(grids=[{"name": "plain"}, {"name": "long", "training": LONG_TRAINING}])))
+    res = cli("run", str(suite), "--results", str(tmp / "res"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    return suite, tmp / "res", res.stdout
+
+
+def test_a_grid_log_never_breaks_a_long_label(grid_log):
+    suite, _, out = grid_log
+    label = (
+        "mnist_subset/lenet5/full/pytorch/s0 (training.batch_size=32, training.lr=0.01, training.momentum=0.8, "
+        "training.nesterov=True, training.weight_decay=0.0001)"
+    )
+    lines = out.splitlines()
+    epoch = [ln for ln in lines if ln.startswith("epoch ") and ln.endswith(label)]
+    done = [ln for ln in lines if ln.startswith("done ") and f" {label}  acc " in ln]
+    assert len(epoch) == 1 and len(done) == 1 and len(done[0]) > 200, out  # longer than any console width
+    # every line naming a training setting holds a whole label: none is a wrapped remainder
+    assert all(ln.startswith(("epoch ", "done ")) for ln in lines if "training." in ln), out
+
+
+def test_run_dry_run_and_export_label_runs_by_what_differs(grid_log):
+    suite, results, out = grid_log
+    plain = "mnist_subset/lenet5/full/pytorch/s0 (training.batch_size=64, training.lr=0.05, training.momentum=0.9"
+    assert f"done   {plain}, training.nesterov=False, training.weight_decay=0)  acc " in out
+    dry = cli("run", str(suite), "--results", str(results), "--dry-run").stdout
+    labels = [m[1] for m in re.finditer(r"^[0-9a-f]{16}  \w+ +(.+)$", dry, re.MULTILINE)]
+    assert len(labels) == 2 and len(set(labels)) == 2 and all("(training." in x for x in labels), dry
+    assert "augmentation" not in dry and "epochs" not in dry  # settings the runs share are not listed
+    exported = cli("export", str(results)).stdout
+    assert sum(x in exported for x in labels) == 2  # the export's label column is the same
+
+
+def test_dry_run_lists_the_parameters_that_differ_and_no_default(write_suite):
+    path = write_suite(tiny_suite(methods=[{"name": "dlrt", "params": {"tau": [0.1, 0.2]}}], seeds=[0]))
+    res = cli("run", str(path), "--results", str(path.parent / "res"), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "mnist_subset/lenet5/dlrt[tau=0.1]/random/s0" in res.stdout
+    assert "mnist_subset/lenet5/dlrt[tau=0.2]/random/s0" in res.stdout
+    assert "r_max" not in res.stdout and "adaptive_modes" not in res.stdout

@@ -228,8 +228,11 @@ def test_budget_override_wins_over_a_grids_own_budget_and_models_select_grids():
 
 def test_cli_runs_only_the_chosen_grids(tmp_path):
     from tests.conftest import ROOT
+    from tests.test_data import placeholder_mnist
 
-    res = cli("run", "suites/mnist.yaml", "--grids", "fixed_rank", "--dry-run", "--results", str(tmp_path), cwd=ROOT)
+    data = str(placeholder_mnist(tmp_path / "data"))  # --dry-run checks that the dataset's files are there
+    args = ("--dry-run", "--results", str(tmp_path / "r"), "--data-root", data)
+    res = cli("run", "suites/mnist.yaml", "--grids", "fixed_rank", *args, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "39 runs in suites/mnist.yaml" in res.stdout and "dlrt" not in res.stdout
     bad = cli("run", "suites/mnist.yaml", "--grids", "fixed", "--dry-run", cwd=ROOT)

@@ -10,7 +10,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import typer
 from rich.markup import escape
 
-from harness.locate import Target, TargetError, locate, resolve_suite_path
+from harness.locate import Target, TargetError, locate, resolve_suite_path, suite_not_found
 from harness.progress import make_console
 from harness.store import StoreError
 from harness.suite import Suite, SuiteError, load_suite
@@ -68,6 +68,8 @@ def load(
 ) -> tuple[Path, Suite]:
     """A suite file (or the name of one in ./suites/), with the command line's overrides; exits when invalid."""
     path = resolve_suite_path(suite)
+    if not path.is_file():
+        fail(f"no suite file {suite}: {suite_not_found(suite)}")
     overrides: dict[str, Any] = {}
     if budget:
         overrides["budget"] = parse_budget(budget)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from harness.cli.common import err_console, fail, open_target, stored
+from harness.published import published_owner, report_refusal
 
 
 def report(
@@ -39,8 +40,8 @@ def report(
     where: Annotated[
         str | None,
         typer.Option(
-            help="Select runs with a pandas query over the runs table, e.g. "
-            "\"method == 'full' and dataset == 'mnist'\"."
+            help="Select runs with a filter over the runs table (the columns of harness export; accuracies in "
+            "percent), e.g. \"method == 'full' and final_acc > 97\"."
         ),
     ] = None,
     references: Annotated[
@@ -54,26 +55,34 @@ def report(
 ) -> None:
     """Aggregate stored runs over seeds into comparison tables and plots (Markdown, CSV, LaTeX, HTML)."""
     from harness.report import ReportError, build_report, parse_formats, render_markdown, write_report
+    from harness.report.write import generated_files
 
     t = stored(open_target(target, results))
     store = t.store
     refs = t.references() + list(references or [])
     suite_name = t.suite.name if t.suite is not None else None
+    dest = out or store.dir / "report"
+    owner = published_owner(dest)
+    if owner is not None and owner != store.dir.resolve():
+        fail(report_refusal(dest, owner, store.dir))
+    before = generated_files(dest)
     try:
         formats = parse_formats(fmt)
         rep = build_report(
             store, suite=suite_name, where=where, references=refs, columns=columns, sort=sort, reference=reference
         )
-        written = write_report(rep, out or store.dir / "report", formats, plots=plots)
+        written = write_report(rep, dest, formats, plots=plots)
     except ReportError as exc:
         fail(str(exc), exc.exit_code)
     if "md" in formats:
         typer.echo(render_markdown(rep))
     figures = [p for p in written if p.parent.name == "plots"]
     others = ", ".join(p.name for p in written if p not in figures)
+    removed = sorted(p for p in before if not p.exists())
     err_console.print(
-        f"wrote {out or store.dir / 'report'}: {others}"
-        + (f"; {len(figures)} plot files in plots/" if figures else ""),
+        f"wrote {dest}: {others}"
+        + (f"; {len(figures)} plot files in plots/" if figures else "")
+        + (f"; removed {len(removed)} stale file(s) an earlier build wrote" if removed else ""),
         highlight=False,
         markup=False,
     )

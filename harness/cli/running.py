@@ -11,13 +11,14 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from harness.cli.common import console, err_console, fail, load, store_errors
-from harness.config import RunStatus, short_run_labels
+from harness.config import RunSpec, RunStatus, short_run_labels
 from harness.executors import RAY_MISSING, Options, run_local, run_ray
 from harness.locate import default_results
 from harness.progress import RichReporter, make_progress
+from harness.published import FLAG, is_published, write_refusal
 from harness.runner import Reporter, plan, stop_on_signals
 from harness.store import Store
-from harness.suite import expand
+from harness.suite import Suite, expand
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,6 +40,58 @@ def stoppable(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def budget_note(s: Suite, budget: list[str] | None, results: Path | None) -> str:
+    """For a --budget run in its default directory: that it is kept apart from the suite's main store."""
+    if not budget or results is not None:
+        return ""
+    return f" (a --budget run: kept apart from {default_results(s)}; --results DIR to choose another)"
+
+
+def datasets_to_train(runs: list[RunSpec], state: dict[str, str], rerun_failed: bool, force: bool) -> list[str]:
+    """The datasets, in grid order, of the runs that ``harness run`` with these flags trains: those not in the
+    store (``state``: stored status by run id) or not settled, failed ones with --rerun-failed, all with --force."""
+
+    def trains(rid: str) -> bool:
+        st = state.get(rid)
+        return st is None or force or not RunStatus(st).settled or (rerun_failed and st == RunStatus.FAILED)
+
+    return list(dict.fromkeys(r.config["dataset"] for r in runs if trains(r.id)))
+
+
+def require_data(datasets: list[str], root: Path | None, download: bool) -> None:
+    """Exit 2, one message per dataset whose files are missing (after one download try each when ``download``),
+    before anything is trained or stored."""
+    from harness.data import missing_datasets
+
+    problems = missing_datasets(datasets, root, download)
+    if problems:
+        fail("\n\n".join(problems) + "\nNothing was trained or stored.")
+
+
+def end_of_run(store: Store, s: Suite, path: Path, report: bool | None) -> None:
+    """What ``harness run`` ends with: with ``report`` (default: the suite's ``report`` key), the suite's report
+    written beside its store, its comparison table and the report's path; otherwise the command that makes it."""
+    if not (s.report if report is None else report):
+        console.print(f"tables and plots: harness report {store.dir}", highlight=False, markup=False)
+        return
+    from harness.report import ReportError
+    from harness.report.brief import write_run_report
+
+    references = [path.parent / s.references] if s.references else []
+    try:
+        rr = write_run_report(store, s.name, references)
+    except ReportError as exc:
+        err_console.print(f"no report: {exc}", highlight=False, markup=False)
+        return
+    console.print(f"\n{rr.table}\n", highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"report: {rr.markdown} (also {rr.html.name}; {rr.plots} plots in {rr.markdown.parent / 'plots'})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 DataRoot = Annotated[
     Path | None, typer.Option("--data-root", envvar="HARNESS_DATA", help="Where datasets live (env HARNESS_DATA).")
 ]
@@ -49,10 +102,18 @@ DataRoot = Annotated[
 def run(
     suite: Annotated[str, typer.Argument(help="Suite YAML file (or the name of one in ./suites/).")],
     results: Annotated[
-        Path | None, typer.Option("--results", help="Results directory [default: results/<suite name>/].")
+        Path | None,
+        typer.Option(
+            "--results",
+            help="Results directory (default: results/<suite name>/; with --budget, results/<suite name>-budget/).",
+        ),
     ] = None,
+    into_published: Annotated[
+        bool,
+        typer.Option(FLAG, help="Add runs to a published results directory (one holding a PUBLISHED file)."),
+    ] = False,
     data_root: DataRoot = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: the suite's].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: the suite's).")] = None,
     rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="Train failed runs again.")] = False,
     force: Annotated[
         bool,
@@ -76,13 +137,21 @@ def run(
     ] = None,
     download: Annotated[bool, typer.Option(help="Try to download missing datasets.")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs; train nothing.")] = False,
+    report: Annotated[
+        bool | None,
+        typer.Option(
+            "--report/--no-report",
+            help="End by writing the report (Markdown, HTML, plots) and printing its table (default: the suite's "
+            "`report` key).",
+        ),
+    ] = None,
     executor: Annotated[str, typer.Option(help="local (processes on this machine) or ray.")] = "local",
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes; each claims runs from the store.")] = 1,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Torch threads per run [default: cores / workers].")
+        int | None, typer.Option(min=1, help="Torch threads per run (default: cores / workers).")
     ] = None,
     address: Annotated[
-        str | None, typer.Option(help="Ray cluster: auto, ray://host:port [default: a local Ray instance].")
+        str | None, typer.Option(help="Ray cluster: auto, ray://host:port (default: a local Ray instance).")
     ] = None,
     cpus_per_run: Annotated[int, typer.Option(min=1, help="Ray: CPUs each run asks for.")] = 1,
     max_runs: Annotated[
@@ -91,25 +160,31 @@ def run(
             "--max-runs",
             min=0,
             envvar="HARNESS_MAX_RUNS",
-            help="Refuse a suite of more runs than this, counted before expanding it (0: no limit) [default: 100000].",
+            help="Refuse a suite of more runs than this, counted before expanding it (0: no limit; default: 100000).",
         ),
     ] = None,
 ) -> None:
     """Expand a suite into runs and train every run not yet done; a killed grid resumes where it stopped."""
     path, s = load(suite, budget, models, datasets, grids, max_runs)
     runs = expand(s)
-    store = Store(results or default_results(s))
+    store = Store(results or default_results(s, budget=bool(budget)))
+    published = is_published(store.dir)
+    if published and not into_published and not dry_run:  # before anything is read, downloaded or trained
+        fail(write_refusal(store.dir, "harness run", "--results DIR to train into a results directory of your own"))
     labels = dict(zip([r.id for r in runs], short_run_labels([r.config for r in runs]), strict=True))
+    state = {r["id"]: r["status"] for r in store.runs([r.id for r in runs])}
+    if not (executor == "ray" and address):  # the nodes of a Ray cluster read their own data roots
+        require_data(datasets_to_train(runs, state, rerun_failed, force), data_root, download and not dry_run)
     if dry_run:
-        state = {r["id"]: r["status"] for r in store.runs([r.id for r in runs])}
         for r in runs:
             console.print(f"{r.id}  {state.get(r.id, 'new'):8s} {labels[r.id]}", highlight=False, markup=False)
-        console.print(f"{len(runs)} runs in {path}", highlight=False, markup=False)
+        note = f" (published: harness run adds to it only with {FLAG})" if published else ""
+        console.print(f"{len(runs)} runs in {path}; results in {store.dir}{note}", highlight=False, markup=False)
         return
     p = plan(store, s.name, runs, rerun_failed=rerun_failed, force=force)
     console.print(
         f"suite [bold]{s.name}[/] ({path}): {len(runs)} runs, {p.done} done, {p.failed} failed, "
-        f"{len(p.todo)} to train; results in {store.dir}",
+        f"{len(p.todo)} to train; results in {store.dir}" + budget_note(s, budget, results),
         highlight=False,
     )
     if p.released:
@@ -118,6 +193,7 @@ def run(
         console.print(f"{p.failed} failed run(s) are kept as failed; --rerun-failed trains them again", highlight=False)
     if not p.todo:
         console.print("nothing to do")
+        end_of_run(store, s, path, report)
         return
     if executor not in ("local", "ray"):
         fail(f"unknown executor {executor!r}; choose local or ray")
@@ -139,6 +215,7 @@ def run(
         f"{final[done]} done, {final[failed]} failed, {final[pending]} pending",
         highlight=False,
     )
+    end_of_run(store, s, path, report)
     if counts[failed]:
         raise typer.Exit(1)
 
@@ -150,13 +227,13 @@ def check(
     against: Annotated[Path, typer.Option("--against", help="Baseline JSON file (e.g. results/baselines/smoke.json).")],
     update: Annotated[bool, typer.Option("--update", help="Rewrite the baseline from this run, on purpose.")] = False,
     results: Annotated[
-        Path | None, typer.Option("--results", help="Store to train into [default: a fresh temporary directory].")
+        Path | None, typer.Option("--results", help="Store to train into (default: a fresh temporary directory).")
     ] = None,
     tolerance: Annotated[
         list[str] | None,
         typer.Option(
             "--tolerance",
-            help="METRIC=ABS, repeatable [default: the baseline's, else final_acc=0.01, compression=1e-6].",
+            help="METRIC=ABS, repeatable (default: the baseline's, else final_acc=0.01, compression=1e-6).",
         ),
     ] = None,
     data_root: DataRoot = None,
@@ -183,6 +260,9 @@ def check(
         except ValueError:
             fail(f"--tolerance takes METRIC=NUMBER, got {item!r}")
     runs = expand(s)
+    if results is not None and is_published(results):  # check trains every run again: never a published store
+        fail(write_refusal(results, "harness check", "another --results (default: a temporary directory)", False))
+    require_data(datasets_to_train(runs, {}, False, True), data_root, download=True)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(results or tmp)
         p = plan(store, s.name, runs, force=True)

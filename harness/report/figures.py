@@ -16,6 +16,9 @@ from .atomic import replacing
 from .summary import DEFAULT_REFERENCE
 
 LINESTYLES = ("-", "--", ":", "-.")
+# Every figure's file name starts with its kind: a rebuild tells its own (stale) figures by these names.
+FIGURE_KINDS = ("acc_vs_compression", "curves", "init_robustness", "ranks")
+FIGURE_SUFFIXES = (".png", ".svg")
 MODE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
 
 
@@ -63,7 +66,15 @@ def figure_title(title: str) -> str:
     return title.replace(" (", "\n(", 1) if len(title) > 60 else title
 
 
+def is_figure_file(name: str) -> bool:
+    """Whether a file name is one a report's figure is saved under (``curves_mnist-lenet5.png``)."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    return suffix in FIGURE_SUFFIXES and any(stem.startswith(f"{kind}_") for kind in FIGURE_KINDS)
+
+
 def save(fig: Figure, out: Path, name: str, title: str, caption: str) -> PlotFile:
+    if not is_figure_file(f"{name}.png"):  # else a rebuild would not know the file as its own
+        raise ValueError(f"figure name {name!r} must start with one of {', '.join(FIGURE_KINDS)} and '_'")
     out.mkdir(parents=True, exist_ok=True)
     png, svg = out / f"{name}.png", out / f"{name}.svg"
     for path, dpi in ((png, 150), (svg, None)):

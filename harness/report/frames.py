@@ -1,4 +1,8 @@
-"""Stored runs as flat pandas tables (one row per run, one row per epoch), labelled from their configuration."""
+"""Stored runs as flat pandas tables (one row per run, one row per epoch), labelled from their configuration.
+
+This is the boundary between the store and what a user sees: accuracies and compression rates in percent,
+epochs counted from 1 (:func:`harness.units.shown`); the store itself keeps fractions and epochs from 0.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,24 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import run_label
+from harness.config import run_label, short_run_labels
 from harness.store import Store
+from harness.units import shown
 
 _CONFIG_COLUMNS = ("dataset", "model", "method", "initialization", "seed")
 _EPOCH_COLUMNS = ("epoch", "train_loss", "test_acc", "test_loss", "seconds", "lr")
 
 
-def flatten_run(run: dict[str, Any]) -> dict[str, Any]:
-    """One run as a flat dict: identity, config fields, ``param.*``, ``budget.*``, ``training.*``, metrics.
+def flatten_run(run: dict[str, Any], label: str | None = None) -> dict[str, Any]:
+    """One run as a flat dict: identity, config fields, ``param.*``, ``budget.*``, ``training.*``, metrics
+    (accuracies and compression rates in percent).
 
-    The ``label`` is built from the stored configuration (:func:`harness.config.run_label`), so that runs
-    stored by older versions are labelled like new ones."""
+    The ``label`` (default: the full :func:`harness.config.run_label`) is built from the stored configuration,
+    so that runs stored by older versions are labelled like new ones."""
     c = run["config"]
     row: dict[str, Any] = {
         "run_id": run["id"],
-        "label": run_label(c),
+        "label": label or run_label(c),
         "suite": run["suite"],
         "status": run["status"],
         "attempts": run["attempts"],
@@ -34,20 +40,29 @@ def flatten_run(run: dict[str, Any]) -> dict[str, Any]:
     for section in ("budget", "training"):
         for k, v in sorted((c.get(section) or {}).items()):
             row[f"{section}.{k}"] = v
-    for k, v in (run["metrics"] or {}).items():
+    for k, v in shown(run["metrics"] or {}).items():
         row[k] = json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v
     row["error"] = (run["error"] or "").split("\n", 1)[0] or None
     return row
 
 
+def run_labels(runs: list[dict[str, Any]]) -> dict[str, str]:
+    """Run id -> a label naming what tells the run apart from the others (:func:`short_run_labels`)."""
+    return dict(zip([r["id"] for r in runs], short_run_labels([r["config"] for r in runs]), strict=True))
+
+
 def runs_frame(store: Store) -> pd.DataFrame:
     """Every run of a store as a DataFrame (empty frame when there are none)."""
-    return pd.DataFrame([flatten_run(r) for r in store.runs()])
+    runs = store.runs()
+    labels = run_labels(runs)
+    return pd.DataFrame([flatten_run(r, labels[r["id"]]) for r in runs])
 
 
 def epochs_frame(store: Store) -> pd.DataFrame:
-    """Every finished epoch of every run, with the run's identity columns."""
+    """Every finished epoch of every run (numbered from 1, test accuracy in percent), with the run's identity
+    columns."""
     runs = {r["id"]: r for r in store.runs()}
+    labels = run_labels(list(runs.values()))
     rows = []
     for e in store.epochs():
         run = runs.get(e["run_id"])
@@ -55,8 +70,8 @@ def epochs_frame(store: Store) -> pd.DataFrame:
             continue
         c = run["config"]
         row = {k: c[k] for k in _CONFIG_COLUMNS}
-        row.update(run_id=e["run_id"], label=run_label(c), params=json.dumps(c["params"], sort_keys=True))
-        row.update({k: e[k] for k in _EPOCH_COLUMNS})
+        row.update(run_id=e["run_id"], label=labels[run["id"]], params=json.dumps(c["params"], sort_keys=True))
+        row.update(shown({k: e[k] for k in _EPOCH_COLUMNS}))
         row["layers"] = json.dumps(e["layers"])
         rows.append(row)
     return pd.DataFrame(rows)

@@ -7,7 +7,8 @@
 * training loss and test accuracy curves per method setting;
 * initialization robustness: final accuracy of every run per method setting and initialization.
 
-Method settings are named by the report's label columns (:mod:`harness.report.labels`). Figures are built
+Method settings are named by the report's label columns (:mod:`harness.report.labels`); accuracies are in
+percent and epochs count from 1, as the report's frames give them (:mod:`harness.units`). Figures are built
 on :class:`matplotlib.figure.Figure` (Agg canvas) without pyplot, so making them never touches a global
 backend or leaks figures.
 """
@@ -76,7 +77,7 @@ def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -
         base = report.baseline
         base = base[row_key(base, keys) == values_key(values)]
         if len(base):
-            acc = base["final_acc"] * 100
+            acc = base["final_acc"]
             mean, std = acc.mean(), acc.std(ddof=1)
             ax.axhline(
                 mean, ls="--", lw=1.2, color=colors[ref], zorder=1, label=f"{ref} baseline: {mean:.2f}% (n={len(acc)})"
@@ -229,7 +230,7 @@ def rank_evolution(report: Report, out: Path) -> tuple[list[PlotFile], list[str]
                     if d.empty:
                         continue
                     stat = d.groupby("epoch")["rank"].agg(["mean", "min", "max"]).sort_index()
-                    x = stat.index + 1
+                    x = stat.index
                     ax.plot(
                         x,
                         stat["mean"],
@@ -283,8 +284,8 @@ def training_curves(report: Report, out: Path, colors: dict[str, Any]) -> list[P
             c = colors.get(method, "0.5")
             ls = LINESTYLES[styles.get(method, 0) % len(LINESTYLES)]
             styles[method] = styles.get(method, 0) + 1
-            stat = d.assign(acc=d["test_acc"] * 100).groupby("epoch")[["train_loss", "acc"]].agg(["mean", "std"])
-            x = stat.index + 1
+            stat = d.assign(acc=d["test_acc"]).groupby("epoch")[["train_loss", "acc"]].agg(["mean", "std"])
+            x = stat.index
             for ax, col in ((ax_loss, "train_loss"), (ax_acc, "acc")):
                 m, s = stat[(col, "mean")], stat[(col, "std")].fillna(0)
                 ax.plot(x, m, color=c, ls=ls, marker="o", ms=3, lw=1.5)
@@ -317,7 +318,7 @@ def initialization_robustness(report: Report, out: Path) -> list[PlotFile]:
     files = []
     for values, g in groups(runs, keys):
         gtitle = group_title(keys, values)
-        d = g.assign(acc=g["final_acc"] * 100, x=g["method_label"]).sort_values(["x", "initialization"])
+        d = g.assign(acc=g["final_acc"], x=g["method_label"]).sort_values(["x", "initialization"])
         labels = d.drop_duplicates("x")
         order = [x for _, x in sorted(zip(labels["method"] != report.reference, labels["x"], strict=True))]
         inits = sorted(d["initialization"].unique())

@@ -21,8 +21,9 @@ _EXPLANATION = (
     "runs (only these are averaged). Δ acc vs {ref}: percentage points against the `{ref}` baseline of the "
     "same dataset, model, budget and training settings (its runs with the same initialization where it has "
     "them, otherwise all its runs). Compression: 1 − inference parameters / dense parameters, in %. FLOPs: one "
-    "forward pass of one sample. Peak memory: CUDA allocator peak on GPU, growth of the process' resident "
-    "memory on CPU."
+    "forward pass of one sample. Peak memory: the most tensor memory the training held at once (parameters, "
+    "gradients, optimizer state, a step's activations and temporaries; not the dataset, not evaluation), from "
+    "the CUDA allocator on GPU and from sampled steps on CPU."
 )
 _QUOTED = (
     "Numbers quoted from the literature beside the measured settings they match; the difference is measured − quoted."

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import UNFINISHED, RunStatus, plain
+from harness.config import UNFINISHED, RunStatus, did_you_mean, plain
 
 from .cells import missing
 from .errors import ReportError
@@ -107,20 +107,21 @@ def reference_runs(runs: pd.DataFrame, reference: str = DEFAULT_REFERENCE) -> pd
 
 
 def _statistics(g: pd.DataFrame) -> dict[str, Any]:
-    """Counts, means and spreads of one setting's runs (only finished runs enter the statistics)."""
+    """Counts, means and spreads of one setting's runs (only finished runs enter the statistics; accuracies and
+    compression rates are in percent already, see :mod:`harness.units`)."""
     done = g[g["status"] == RunStatus.DONE]
-    acc, comp = done["final_acc"] * 100, done["compression"] * 100
+    acc, comp = done["final_acc"], done["compression"]
     row: dict[str, Any] = {
         "n": len(done),
         "failed": int((g["status"] == RunStatus.FAILED).sum()),
         "unfinished": int(g["status"].isin(UNFINISHED).sum()),
         "acc_mean": acc.mean(),
         "acc_std": acc.std(ddof=1),
-        "best_acc_mean": (done["best_acc"] * 100).mean(),
+        "best_acc_mean": done["best_acc"].mean(),
         "compression": comp.mean(),
         "compression_std": comp.std(ddof=1),
-        "compression_conv": (done["compression_conv"] * 100).mean(),
-        "compression_train": (done["compression_train"] * 100).mean(),
+        "compression_conv": done["compression_conv"].mean(),
+        "compression_train": done["compression_train"].mean(),
     }
     row.update({col: done[col].mean() for col in _MEANS})
     row["ranks"] = summarize_ranks(done["ranks"])
@@ -137,7 +138,7 @@ def _reference_of(ref: pd.DataFrame, initialization: str, reference: str) -> dic
         what = f"{reference}, all initializations"
     if not len(ref):
         return {"ref_acc": math.nan, "ref": ""}
-    return {"ref_acc": (ref["final_acc"] * 100).mean(), "ref": f"{what} (n={len(ref)})"}
+    return {"ref_acc": ref["final_acc"].mean(), "ref": f"{what} (n={len(ref)})"}
 
 
 def aggregate(
@@ -182,20 +183,29 @@ def default_sort(
     return s.sort_values(by, kind="stable").drop(columns="_base").reset_index(drop=True)
 
 
-def apply_sort(summary: pd.DataFrame, spec: str) -> pd.DataFrame:
-    """``--sort``: comma-separated columns, ``-`` in front for descending (``-acc_mean,method``)."""
+def sort_rows(frame: pd.DataFrame, spec: str, aliases: dict[str, str] | None = None) -> pd.DataFrame:
+    """``--sort``: comma-separated columns of ``frame``, ``-`` in front for descending (``-final_acc,method``);
+    ``aliases`` maps short names to columns. An unknown column is a :class:`ReportError` naming the others."""
     by, ascending = [], []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue
-        name = {"acc": "acc_mean"}.get(item.lstrip("-+"), item.lstrip("-+"))
-        if name not in summary.columns:
-            raise ReportError(f"--sort: no column {name!r}; sortable columns: {', '.join(summary.columns)}")
+        name = (aliases or {}).get(item.lstrip("-+"), item.lstrip("-+"))
+        if name not in frame.columns:
+            known = list(map(str, frame.columns))
+            raise ReportError(
+                f"--sort: no column {name!r}{did_you_mean(name, known)}; sortable columns: {', '.join(known)}"
+            )
         by.append(name)
         ascending.append(not item.startswith("-"))
     if not by:
-        return summary
-    return summary.sort_values(by, ascending=ascending, kind="stable", na_position="last").reset_index(drop=True)
+        return frame
+    return frame.sort_values(by, ascending=ascending, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def apply_sort(summary: pd.DataFrame, spec: str) -> pd.DataFrame:
+    """``--sort`` of the report: summary columns, ``acc`` for ``acc_mean`` (``-acc,method``)."""
+    return sort_rows(summary, spec, {"acc": "acc_mean"})
 
 
 def default_columns(summary: pd.DataFrame, training_cols: Sequence[str]) -> list[str]:

@@ -1,4 +1,9 @@
-"""Writing a report's files (each atomically): the formats asked for, plus the plots under ``plots/``."""
+"""Writing a report's files (each atomically): the formats asked for, plus the plots under ``plots/``.
+
+A rebuild then removes what an earlier build generated and this one no longer does (the figures of groups
+that are gone, a ``quoted.csv`` without references), for the formats written and, when plots are drawn, in
+``plots/``; a file the report does not generate (another name) is never touched.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ _TEXT = {
     "latex": ("report.tex", render_latex),
     "html": ("report.html", render_html),
 }
+CSV_FILES = ("summary.csv", "not_done.csv", "quoted.csv")  # what _write_csv may write
 
 
 def parse_formats(spec: str) -> list[str]:
@@ -45,8 +51,27 @@ def _write_csv(report: Report, out: Path) -> list[Path]:
     return paths
 
 
+def generated_files(out: str | Path, formats: Sequence[str] = FORMATS, plots: bool = True) -> set[Path]:
+    """The files in ``out`` named as a report of ``formats`` (and, with ``plots``, its figures in
+    ``out/plots``) names its files: those a report build may replace or remove."""
+    out = Path(out)
+    names = [n for fmt in formats for n in (CSV_FILES if fmt == "csv" else (_TEXT[fmt][0],))]
+    found = {out / n for n in names if (out / n).is_file()}
+    if plots and (out / "plots").is_dir():
+        from .figures import is_figure_file
+
+        found |= {p for p in (out / "plots").iterdir() if p.is_file() and is_figure_file(p.name)}
+    return found
+
+
+def stale_files(out: str | Path, written: Sequence[Path], formats: Sequence[str], plots: bool) -> list[Path]:
+    """What an earlier build generated in ``out`` that this build (``written``) no longer does."""
+    return sorted(generated_files(out, formats, plots) - set(written))
+
+
 def write_report(report: Report, out: str | Path, formats: Sequence[str] = ("md",), plots: bool = True) -> list[Path]:
-    """Write the report's files under ``out``; returns their paths. Plots go to ``out/plots``."""
+    """Write the report's files under ``out``; returns their paths. Plots go to ``out/plots``. Once every
+    file is written, the stale ones of the formats written (and of the plots, when drawn) are removed."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -68,4 +93,6 @@ def write_report(report: Report, out: str | Path, formats: Sequence[str] = ("md"
         path = out / name
         write_text(path, render(report))
         written.append(path)
+    for path in stale_files(out, written, formats, plots):
+        path.unlink(missing_ok=True)
     return written

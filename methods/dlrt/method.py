@@ -12,6 +12,7 @@ from torch import nn
 
 from harness import Method, register_method
 from harness.config import WHEN_SET
+from harness.optim import build_optimizer
 from harness.toolkit import Capture, RankSpec, TruncationSchedule, replace_module, resolve_rank, select_layers
 from harness_methods.dlrt.base import DLRTLayer
 from harness_methods.dlrt.budget import augmentation_caps
@@ -50,6 +51,19 @@ class DLRTParams(BaseModel):
     amortize_steps: int = Field(
         10, ge=1, description="amortized / periodic: one basis step and truncation per this many batches"
     )
+    core_momentum: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="SGD momentum of the cores (null: the suite's momentum, as for every other parameter)",
+        json_schema_extra=WHEN_SET,
+    )
+    tau_warmup: int = Field(
+        0,
+        ge=0,
+        description="batches over which tau rises linearly from 0 to its value (0: none)",
+        json_schema_extra=WHEN_SET,
+    )
     layers: list[str] | None = Field(None, description="layer-name patterns; default: all but first conv, last linear")
 
     @field_validator("r_max", "initial_rank")
@@ -72,6 +86,7 @@ class _DLRTBase(Method):
         self.schedule = TruncationSchedule.named(self.params.schedule, self.params.amortize_steps)
         self._layers: list[DLRTLayer] = []
         self._layers_of: int | None = None
+        self._steps = 0  # batches taken (tau warm-up)
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def layer_config(self, module: nn.Module) -> tuple[list[int], list[bool], list[int], list[int], list[int]]:
@@ -122,6 +137,18 @@ class _DLRTBase(Method):
             self._layers_of = id(model)
         return self._layers
 
+    def make_optimizer(self, model: nn.Module, training: Any) -> torch.optim.Optimizer:
+        """The suite's optimizer over every parameter; with ``core_momentum`` (SGD) the cores form their own group
+        with that momentum."""
+        p: DLRTParams = self.params  # type: ignore[assignment]
+        if p.core_momentum is None or training.optimizer != "sgd":
+            return super().make_optimizer(model, training)
+        cores = [layer.core for layer in self.tucker_layers(model)]
+        ids = {id(c) for c in cores}
+        rest = [q for q in model.parameters() if q.requires_grad and id(q) not in ids]
+        group = {"params": cores, "momentum": p.core_momentum, "nesterov": training.nesterov and p.core_momentum > 0}
+        return build_optimizer([{"params": rest}, group], training)
+
     # -- one step ------------------------------------------------------------------------------------------------
     def train_step(self, model, optimizer, batch, loss_fn) -> torch.Tensor:
         """The cores are ordinary parameters of the torch optimizer (the suite's SGD, Adam or AdamW): the core
@@ -144,13 +171,16 @@ class _DLRTBase(Method):
             loss = loss_fn(model(x), y)
             loss.backward()
         optimizer.step()
+        self._steps += 1
         if self.schedule.advance():
             self.truncate(layers, optimizer)
         return loss.detach()
 
     def truncate(self, layers: list[DLRTLayer], optimizer: torch.optim.Optimizer | None = None) -> None:
+        p: DLRTParams = self.params  # type: ignore[assignment]
+        tau = p.tau * min(1.0, self._steps / p.tau_warmup) if p.tau_warmup else p.tau
         for layer in layers:
-            layer.truncate(self.params.tau, optimizer)
+            layer.truncate(tau, optimizer)
 
     def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         if self.schedule.close():
