@@ -3,7 +3,7 @@
 The engine knows two kinds of layers: dense ``nn.Conv2d``/``nn.Linear``, and any module that reports
 itself through a ``layer_stats(name) -> LayerStats`` method (factorized layers of methods do). All
 counts and compression rates of every method come from :func:`layer_report` and :func:`parameter_summary`,
-so every method is measured by the same definitions (README, "Metrics").
+so every method is measured by the same definitions (docs/metrics.md).
 """
 
 from __future__ import annotations

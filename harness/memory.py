@@ -115,9 +115,9 @@ def sampled_steps(steps: int) -> frozenset[int]:
 
 
 def untracked_seconds(elapsed: float, tracked: float, n_tracked: int, loop: float, steps: int) -> float:
-    """An epoch's seconds with its ``n_tracked`` tracked steps (``tracked`` seconds in all) counted at the
-    mean duration of the other steps of its step loop (``loop`` seconds, ``steps`` steps); as measured when
-    every step was tracked."""
+    """An epoch's seconds (``elapsed``) with its ``n_tracked`` tracked steps (``tracked`` seconds in all)
+    counted at the mean duration of the other steps of its step loop (``loop`` seconds, ``steps`` steps);
+    ``elapsed`` itself when no step, or every step, was tracked."""
     if n_tracked == 0 or n_tracked >= steps:
         return elapsed
     mean = (loop - tracked) / (steps - n_tracked)

@@ -8,9 +8,9 @@ per batch or change parameter shapes during training (DLRT, TDLRT) fit the same 
 What such methods need beyond this contract (selecting and replacing layers, capturing a layer's input and
 output gradient, changing a parameter's shape while torch's optimizer keeps its state, a truncation schedule,
 the rank rule) is the public toolkit :mod:`harness.toolkit`, also exported from ``harness``; the built-in
-DLRT/TDLRT use nothing else (README, "The toolkit for methods").
+DLRT/TDLRT use nothing else (docs/plugins.md, "The toolkit for methods").
 
-Worked example (also in README, "Add a method plugin")::
+Worked example (also in docs/plugins.md)::
 
     from pydantic import BaseModel
     from harness import Method, register_method

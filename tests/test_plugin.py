@@ -95,7 +95,7 @@ def test_entry_point_plugin_is_listed_and_runs(tmp_path, write_suite):
 
 
 def test_outside_rank_adaptive_package_on_the_public_toolkit_trains_in_a_suite(tmp_path, write_suite):
-    """The README's rank-adaptive method, built only on the toolkit ``harness`` exports, as an outside package."""
+    """The plugin page's rank-adaptive method, built only on the toolkit ``harness`` exports, as an outside package."""
     code = readme_examples()[1].split('if __name__ == "__main__":', 1)[0]
     assert "harness_methods" not in code and "harness." not in code.replace("harness.toolkit", "")
     env = install_plugin(tmp_path, "colprune_plugin", code, 'column_pruning = "colprune_plugin:ColumnPruning"')

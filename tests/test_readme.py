@@ -1,4 +1,4 @@
-"""The README's plugin examples run as written."""
+"""The documentation's examples run as written (the plugin page, docs/plugins.md), and its links resolve."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import sys
 
 from tests.conftest import ROOT
 
+PLUGINS = ROOT / "docs" / "plugins.md"
+
 
 def readme_examples() -> list[str]:
-    """The python blocks of the README's plugin section: the first method, then the rank-adaptive one."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Add a method plugin", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    """The python blocks of the plugin page (linked from the README): the first method, then the rank-adaptive
+    one."""
+    text = PLUGINS.read_text()
+    section = text.split("# Add a method plugin", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2, f"{PLUGINS} should hold two python examples, has {len(blocks)}"
+    return blocks
 
 
 def run_example(code: str, tmp_path) -> list[str]:
@@ -40,3 +45,19 @@ def test_readme_rank_adaptive_example_trains_and_prunes(tmp_path):
     ranks = [int(re.search(r"'7': \[(\d+)\]", ln).group(1)) for ln in lines]
     assert all(0.3 < a <= 1.0 for a in accs)
     assert ranks[1] < ranks[0] < 250
+
+
+def test_readme_front_page_gives_the_cpu_install_the_two_commands_and_working_links():
+    """The first screen: CPU-only torch before ``pip install -e .``, the quickstart and the test command (what
+    .ci/run runs); every relative link of the README and of docs/ names a file that exists."""
+    text = (ROOT / "README.md").read_text()
+    front = text.split("\n## Commands", 1)[0]
+    cpu = front.index("--index-url https://download.pytorch.org/whl/cpu")
+    assert cpu < front.index("\npip install -e .\n") < front.index("harness run suites/quickstart.yaml")
+    assert "python -m pytest" in front and "python -m pytest" in (ROOT / ".ci" / "run").read_text()
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+    linked = set(re.findall(r"\]\(docs/([^)#]+\.md)", text))
+    assert linked == {p.name for p in pages[1:]}  # the README links every page of docs/

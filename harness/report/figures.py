@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
@@ -78,7 +79,8 @@ def save(fig: Figure, out: Path, name: str, title: str, caption: str) -> PlotFil
     out.mkdir(parents=True, exist_ok=True)
     png, svg = out / f"{name}.png", out / f"{name}.svg"
     for path, dpi in ((png, 150), (svg, None)):
-        with replacing(path) as tmp:
+        # SVG keeps its text as text (searchable, selectable, read by screen readers), not as glyph outlines
+        with replacing(path) as tmp, matplotlib.rc_context({"svg.fonttype": "none"}):
             fig.savefig(tmp, format=path.suffix[1:], dpi=dpi or "figure")
     return PlotFile(name, title, caption, png, svg)
 

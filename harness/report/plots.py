@@ -2,15 +2,17 @@
 
 * accuracy vs compression rate per (dataset, model, budget): one colour per method, error bars over seeds,
   the Pareto front, the reference method (``full`` by default) as a horizontal line, published (quoted)
-  numbers as hollow stars;
-* rank evolution over epochs per layer, for methods whose ranks change during training;
+  numbers as hollow stars, each where there is one; point labels placed without overlaps
+  (:mod:`harness.report.annotate`);
+* rank evolution over epochs per layer (named by its module path, kind and shape), for methods whose ranks
+  change during training;
 * training loss and test accuracy curves per method setting;
 * initialization robustness: final accuracy of every run per method setting and initialization.
 
 Method settings are named by the report's label columns (:mod:`harness.report.labels`); accuracies are in
 percent and epochs count from 1, as the report's frames give them (:mod:`harness.units`). Figures are built
 on :class:`matplotlib.figure.Figure` (Agg canvas) without pyplot, so making them never touches a global
-backend or leaks figures.
+backend or leaks figures. Every caption describes only what its figure draws.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +32,7 @@ from matplotlib.ticker import MaxNLocator
 
 from harness.config import RunStatus
 
+from .annotate import Marker, PointLabel, place_labels
 from .cells import missing
 from .figures import (
     LINESTYLES,
@@ -61,6 +65,66 @@ def pareto_front(points: pd.DataFrame, x: str = "compression", y: str = "acc_mea
 # ------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AccuracyFigure:
+    """What one accuracy-vs-compression figure draws; its caption says exactly that."""
+
+    reference: str
+    baseline_runs: int = 0  # dashed line: the mean of this many reference runs
+    band: bool = False  # ± std band around it
+    error_bars: bool = False
+    front: bool = False  # the Pareto front (drawn through two or more points)
+    quoted: int = 0  # hollow stars
+    labels: bool = False
+    leaders: bool = False  # lines from labels set apart to their points
+
+    def caption(self) -> str:
+        parts = [
+            "One point per method setting, mean over seeds"
+            + ("; error bars: one standard deviation over seeds" if self.error_bars else "")
+            + "."
+        ]
+        if self.labels:
+            parts.append(
+                "Labels: the setting's parameters (and its initialization where a method ran several)"
+                + ("; a thin line joins a label set apart to its point" if self.leaders else "")
+                + "."
+            )
+        if self.baseline_runs == 1:
+            parts.append(f"Dashed line: the {self.reference} baseline of this dataset, model and budget (one run).")
+        elif self.baseline_runs:
+            parts.append(
+                f"Dashed line: the mean of the {self.baseline_runs} {self.reference} baseline runs of this dataset, "
+                "model and budget" + (", with a band of ± one standard deviation" if self.band else "") + "."
+            )
+        if self.front:
+            parts.append(
+                "Thick grey line: the Pareto front of the measured points (no other point is both more "
+                "accurate and more compressed)."
+            )
+        if self.quoted:
+            parts.append("Hollow stars: published numbers (quoted, not measured here).")
+        return " ".join(parts)
+
+
+def markers(done: pd.DataFrame, quoted: pd.DataFrame) -> list[Marker]:
+    """The points of an accuracy-vs-compression figure, for labels to keep off: measured, then quoted."""
+    out = [
+        Marker(r["compression"], r["acc_mean"], 7.0, 0.0 if missing(r["acc_std"]) else r["acc_std"])
+        for _, r in done.iterrows()
+    ]
+    out += [
+        Marker(
+            q["quoted_compression"],
+            q["quoted_acc_mean"],
+            13.0,
+            0.0 if missing(q["quoted_acc_std"]) else q["quoted_acc_std"],
+        )
+        for _, q in quoted.iterrows()
+    ]
+    return out
+
+
 def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -> list[PlotFile]:
     files = []
     keys = report.group_keys
@@ -85,6 +149,8 @@ def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -
             if not missing(std):
                 ax.axhspan(mean - std, mean + std, color=colors[ref], alpha=0.07, lw=0, zorder=0)
         front = pareto_front(done)
+        labels: list[PointLabel] = []
+        quoted_labels: list[PointLabel] = []
         if len(front) > 1:
             ax.plot(
                 front["compression"],
@@ -118,14 +184,8 @@ def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -
             seen.add(r["method"])
             text = ", ".join(x for x in (r["params"], r["initialization"] if multi_init[r["method"]] else "") if x)
             if text:
-                ax.annotate(
-                    text,
-                    (r["compression"], r["acc_mean"]),
-                    textcoords="offset points",
-                    xytext=(6, 5),
-                    fontsize=7,
-                    color=c,
-                )
+                labels.append(PointLabel(text, (r["compression"], r["acc_mean"]), c, 7.0))
+        quoted = refs.iloc[0:0]
         if len(refs):
             d = dict(zip(keys, values, strict=True))
             quoted = refs[(refs["dataset"] == d["dataset"]) & (refs["model"] == d["model"])]
@@ -153,14 +213,8 @@ def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -
                     label=label,
                 )
                 if q["setting"]:
-                    ax.annotate(
-                        str(q["setting"]),
-                        (q["quoted_compression"], q["quoted_acc_mean"]),
-                        textcoords="offset points",
-                        xytext=(-6, -10),
-                        ha="right",
-                        fontsize=6,
-                        color=c,
+                    quoted_labels.append(
+                        PointLabel(str(q["setting"]), (q["quoted_compression"], q["quoted_acc_mean"]), c, 6.0)
                     )
         ax.set_xlabel("compression rate (%) = 1 − inference parameters / dense parameters")
         ax.set_ylabel("test accuracy (%), mean ± std over seeds")
@@ -172,14 +226,31 @@ def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -
         ax.set_xlim(lo - pad, max(hi, lo + 10.0) + pad)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        caption = (
-            "One point per method setting (method parameters, initialization), mean over seeds; error "
-            f"bars one standard deviation. Dashed line and band: mean ± std of every {ref}-baseline run "
-            "of this dataset, model and budget; thick grey line: the Pareto front of the measured points; "
-            "hollow stars: published numbers (quoted, not measured here)."
+        leaders = place_labels(fig, ax, labels + quoted_labels, markers(done, quoted))
+        drawn = AccuracyFigure(
+            reference=ref,
+            baseline_runs=len(base),
+            band=len(base) > 1,
+            error_bars=bool(done["acc_std"].notna().any() or (done["compression_std"].fillna(0) > 0).any()),
+            front=len(front) > 1,
+            quoted=len(quoted),
+            labels=bool(labels or quoted_labels),
+            leaders=leaders > 0,
         )
+        caption = drawn.caption()
         files.append(save(fig, out, f"acc_vs_compression_{slug(*values)}", title, caption))
     return files
+
+
+def layer_title(name: str, kind: Any = None, shape: Any = None) -> str:
+    """A layer named by its module path in the model, with its kind and dense shape from its stored stats:
+    ``features.3 (conv 64→128, 3×3)``, ``7 (linear 800→500)``."""
+    dims = [int(d) for d in shape] if isinstance(shape, list | tuple) else []
+    if kind == "conv" and len(dims) == 4:
+        return f"{name} (conv {dims[1]}→{dims[0]}, {dims[2]}×{dims[3]})"
+    if kind == "linear" and len(dims) == 2:
+        return f"{name} (linear {dims[1]}→{dims[0]})"
+    return f"{name} ({kind})" if kind else str(name)
 
 
 def _rank_rows(epochs: pd.DataFrame) -> pd.DataFrame:
@@ -189,9 +260,10 @@ def _rank_rows(epochs: pd.DataFrame) -> pd.DataFrame:
         for layer in layers or []:
             if not isinstance(layer, dict) or layer.get("ranks") is None:
                 continue
+            title = layer_title(layer["name"], layer.get("kind"), layer.get("shape"))
             for mode, r in enumerate(layer["ranks"]):
-                rows.append((e.run_id, e.epoch, layer["name"], mode, r))
-    return pd.DataFrame(rows, columns=["run_id", "epoch", "layer", "mode", "rank"])
+                rows.append((e.run_id, e.epoch, layer["name"], title, mode, r))
+    return pd.DataFrame(rows, columns=["run_id", "epoch", "layer", "title", "mode", "rank"])
 
 
 def rank_evolution(report: Report, out: Path) -> tuple[list[PlotFile], list[str]]:
@@ -221,6 +293,7 @@ def rank_evolution(report: Report, out: Path) -> tuple[list[PlotFile], list[str]
         axes = fig.subplots(nrows, ncols, squeeze=False)
         palette = sns.color_palette("viridis" if len(settings) > 6 else "tab10", len(settings))
         nmodes = int(g["mode"].max()) + 1
+        band = False
         for i, layer in enumerate(layers):
             ax = axes[i // ncols][i % ncols]
             lg = g[g["layer"] == layer]
@@ -242,7 +315,8 @@ def rank_evolution(report: Report, out: Path) -> tuple[list[PlotFile], list[str]
                     )
                     if (stat["max"] > stat["min"]).any():
                         ax.fill_between(x, stat["min"], stat["max"], color=palette[s], alpha=0.15, lw=0)
-            ax.set_title(f"layer {layer}", fontsize=10)
+                        band = True
+            ax.set_title(lg["title"].iloc[0], fontsize=10)
             ax.set_xlabel("epoch")
             ax.set_ylabel("rank")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -259,9 +333,14 @@ def rank_evolution(report: Report, out: Path) -> tuple[list[PlotFile], list[str]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
         title = f"Rank evolution per layer — {method} — {gtitle}"
         fig.suptitle(figure_title(title))
+        seeds = int(g.groupby("setting")["run_id"].nunique().max())
         caption = (
-            "Rank of each factorized layer after each epoch, mean over seeds (band: min to max over "
-            "seeds); one colour per method setting" + ("; line style: tensor mode." if nmodes > 1 else ".")
+            "Rank of each factorized layer after each epoch, one panel per layer (titled by its module path in "
+            "the model, kind and dense shape); "
+            + ("mean over seeds" if seeds > 1 else "one run per setting")
+            + ("; band: min to max over seeds" if band else "")
+            + "; one colour per method setting"
+            + ("; line style: tensor mode." if nmodes > 1 else ".")
         )
         files.append(save(fig, out, f"ranks_{slug(*values)}", title, caption))
     return files, []
@@ -279,6 +358,7 @@ def training_curves(report: Report, out: Path, colors: dict[str, Any]) -> list[P
         ax_loss, ax_acc = fig.subplots(1, 2)
         handles = []
         styles: dict[str, int] = {}
+        band = False
         for setting, d in g.groupby("setting", sort=True):
             method = d["method"].iloc[0]
             c = colors.get(method, "0.5")
@@ -291,11 +371,13 @@ def training_curves(report: Report, out: Path, colors: dict[str, Any]) -> list[P
                 ax.plot(x, m, color=c, ls=ls, marker="o", ms=3, lw=1.5)
                 if (s > 0).any():
                     ax.fill_between(x, m - s, m + s, color=c, alpha=0.12, lw=0)
+                    band = True
             nseeds = d["run_id"].nunique()
             handles.append(Line2D([], [], color=c, ls=ls, lw=2, label=f"{setting} (n={nseeds})"))
-        ax_loss.set_title("training loss (mean over seeds, band ± std)", fontsize=10)
+        over = "mean over seeds, band ± std" if band else "mean over seeds"
+        ax_loss.set_title(f"training loss ({over})", fontsize=10)
         ax_loss.set_ylabel("training loss (cross-entropy, epoch mean)")
-        ax_acc.set_title("test accuracy (mean over seeds, band ± std)", fontsize=10)
+        ax_acc.set_title(f"test accuracy ({over})", fontsize=10)
         ax_acc.set_ylabel("test accuracy (%)")
         for ax in (ax_loss, ax_acc):
             ax.set_xlabel("epoch")
@@ -306,7 +388,7 @@ def training_curves(report: Report, out: Path, colors: dict[str, Any]) -> list[P
         fig.suptitle(figure_title(title))
         caption = (
             "Training loss and test accuracy after each epoch, one line per method setting (colour: "
-            "method), mean over seeds with a ± one standard deviation band."
+            "method; n: its runs), mean over seeds" + (" with a ± one standard deviation band." if band else ".")
         )
         files.append(save(fig, out, f"curves_{slug(*values)}", title, caption))
     return files
@@ -328,7 +410,7 @@ def initialization_robustness(report: Report, out: Path) -> list[PlotFile]:
         common = dict(data=d, x="x", y="acc", hue="initialization", order=order, hue_order=inits, palette=palette)
         with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated ``vert``
             warnings.simplefilter("ignore", DeprecationWarning)
-            sns.boxplot(**common, ax=ax, fill=False, showfliers=False, linewidth=1.2, legend=False)
+            sns.boxplot(**common, ax=ax, fill=False, whis=(0, 100), linewidth=1.2, legend=False)
         sns.stripplot(**common, ax=ax, dodge=True, size=6, jitter=0.12, edgecolor="0.2", linewidth=0.6)
         ax.legend(title="initialization", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         ax.set_xlabel("method [parameters]")
