@@ -3,7 +3,8 @@ the fixed-rank tltorch Tucker baseline at compression 0.9 (factorized implementa
 
 VGG16 (CIFAR variant) on random CIFAR-shaped batches, one ``train_step`` of each method per step. The rank-
 adaptive methods run at their steady state: every adaptive mode starts at and is capped by ``--rank``
-(a fraction of the channels; 0.22 gives about 90% compression of the conv layers), ``tau`` 0, so each step
+(a fraction of the channels, rounding up; 7/32 gives ranks 14, 28, 56, 112 and about 90% compression of the
+conv layers), ``tau`` 0, so each step
 augments to twice that rank and truncates back to the cap. The amortized schedule cycles over
 ``amortize_steps`` (10) batches, so every configuration is timed over ``--steps`` (a multiple of 10) steps and
 the mean step is compared. Configurations run in ``--rounds`` interleaved passes starting and ending with the
@@ -33,7 +34,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--rank", type=float, default=0.22, help="rank cap of adaptive modes, fraction of channels")
+    ap.add_argument(
+        "--rank", type=float, default=0.21875, help="rank cap of adaptive modes, fraction of channels (rounds up)"
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", nargs="+", default=["tdlrt", "dlrt"])

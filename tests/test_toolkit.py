@@ -177,3 +177,23 @@ def test_one_rank_rule():
             rank_from_fraction(bad, 10)
     with pytest.raises(ValueError):
         resolve_rank(True, 10)
+
+
+def test_a_capture_frees_its_step_without_the_garbage_collector():
+    """No reference cycle: once the step's names are gone, its capture, outputs and graph are freed at once
+    (a cycle kept every step's activations until the collector ran, and made a VGG16 step 1.5x slower)."""
+    import gc
+    import weakref
+
+    layer = nn.Linear(4, 3)
+    gc.disable()
+    try:
+        with Capture([layer]) as cap:
+            loss = layer(torch.randn(5, 4)).square().sum()
+        cap.backward(loss, list(layer.parameters()))
+        assert cap.grad_outputs[0] is not None
+        refs = [weakref.ref(cap), weakref.ref(cap.outputs[0])]
+        del cap, loss
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()

