@@ -11,8 +11,9 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from harness.report import build_report, write_report
+from harness.report.accuracy_plot import AccuracyFigure
 from harness.report.annotate import Marker, PointLabel, overlap, place_labels
-from harness.report.plots import AccuracyFigure, layer_title
+from harness.report.plots import layer_title
 from harness.store import Store
 from tests.test_report import SUITE, make_store, metrics, spec
 
