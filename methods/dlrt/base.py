@@ -23,6 +23,7 @@ from harness_methods.dlrt.algebra import (
     truncation_projections,
     unfold,
 )
+from harness_methods.dlrt.budget import training_parameters
 
 _STRUCTURES: list[type[DLRTLayer]] = []
 
@@ -245,14 +246,12 @@ class DLRTLayer(nn.Module):
         nb = self.bias.numel() if self.bias is not None else 0
         dense = int(torch.tensor(self.dense_shape).prod()) + nb
         params = sum(n * r for n, r in zip(self.n, ranks, strict=True)) + int(torch.tensor(ranks).prod()) + nb
-        aug, k_params = [], 0
-        for k, (n, r) in enumerate(zip(self.n, ranks, strict=True)):
-            if self.adaptive[k] and r < self.a_max[k] and not self.augmented:
-                aug.append(min(2 * r, self.a_max[k]))
-                k_params += n * r
-            else:
-                aug.append(r)
-        train = sum(n * a for n, a in zip(self.n, aug, strict=True)) + int(torch.tensor(aug).prod()) + k_params + nb
+        # the widest point of the next step: augmented bases and core, K matrices (none while augmented)
+        aug = [
+            min(2 * r, cap) if ad and not self.augmented else r
+            for r, cap, ad in zip(ranks, self.a_max, self.adaptive, strict=True)
+        ]
+        train = training_parameters(self.n, aug, ranks, self.adaptive, nb)
         extra: dict[str, Any] = {"modes": self.n, "adaptive": self.adaptive, "r_max": self.r_max, "a_max": self.a_max}
         return LayerStats(name, self.kind, self.dense_shape, dense, params, train, ranks, self.fmt, extra)
 
