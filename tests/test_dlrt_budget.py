@@ -14,7 +14,7 @@ from harness import Capture
 from harness.models import create_model
 from harness_methods.dlrt import DLRTLayer, DLRTMethod, TDLRTMethod
 from harness_methods.dlrt.budget import augmentation_caps, training_parameters
-from tests.test_tdlrt import SGD, sq_loss
+from tests.test_tdlrt import SGD, matrix_dlrt_step, sq_loss
 
 
 def _held(layer: DLRTLayer) -> int:
@@ -148,17 +148,9 @@ def test_capped_d2_step_equals_the_literal_capped_matrix_dlrt_step():
     seen = set()
     for _ in range(8):
         method.train_step(model, opt, (x, target.T), sq_loss)
-        G = U @ S @ V.T - target
-        K, L = U @ S - lr * G @ V, V @ S.T - lr * G.T @ U
-        rk = U.shape[1]
-        U2, V2 = widen(U, K, min(2 * rk, a_cap)), widen(V, L, min(2 * rk, a_cap))
-        S2 = (U2.T @ U) @ S @ (V.T @ V2)
-        S2 = S2 - lr * U2.T @ (U2 @ S2 @ V2.T - target) @ V2
-        P, s, Qh = torch.linalg.svd(S2)
-        tails = torch.tensor([s[j:].norm() for j in range(len(s))])
-        k = min(max(int((tails > tau * s.norm()).sum()), 1), r_cap)
-        U, S, V = U2 @ P[:, :k], torch.diag(s[:k]), V2 @ Qh[:k].T
-        seen.add(U2.shape[1])
+        seen.add(min(2 * U.shape[1], a_cap))  # the augmented rank of this step
+        U, S, V = matrix_dlrt_step(U, S, V, target, lr, tau, (a_cap, a_cap), r_cap, widen)
+        k = S.shape[0]
         assert layer.ranks == [k, k]
         assert torch.allclose(layer.dense_weight().detach(), U @ S @ V.T, atol=1e-10)
     assert max(seen) == a_cap  # the cap binds, and bounds the augmented rank

@@ -333,6 +333,27 @@ def test_synthetic_tucker_target_is_fitted_at_the_true_ranks(start, adaptive, ex
         assert ranks[0] == [2, 2, 2, 2]  # ranks grow through augmentation
 
 
+def qr_widen(u: torch.Tensor, k: torch.Tensor, m: int) -> torch.Tensor:
+    """The first m columns of orth([U | K])."""
+    return torch.linalg.qr(torch.cat([u, k], 1))[0][:, :m]
+
+
+def matrix_dlrt_step(U, S, V, target, lr, tau, caps, r_cap, widen=qr_widen):
+    """One step of plain matrix DLRT, written out: W = U S V^T, loss 0.5 ||W - T||^2 (gradient G = W - T); K- and
+    L-steps, bases widened by ``widen`` to min(2r, cap) columns, Galerkin step on the core, truncation to the
+    smallest rank whose tail is at most tau ||S~||, within [1, r_cap]. Returns the new U, S, V."""
+    G = U @ S @ V.T - target
+    K, L = U @ S - lr * G @ V, V @ S.T - lr * G.T @ U
+    rk = U.shape[1]
+    U2, V2 = widen(U, K, min(2 * rk, caps[0])), widen(V, L, min(2 * rk, caps[1]))
+    S2 = (U2.T @ U) @ S @ (V.T @ V2)
+    S2 = S2 - lr * U2.T @ (U2 @ S2 @ V2.T - target) @ V2
+    P, s, Qh = torch.linalg.svd(S2)
+    tails = torch.tensor([s[j:].norm() for j in range(len(s))])
+    k = min(max(int((tails > tau * s.norm()).sum()), 1), r_cap)
+    return U2 @ P[:, :k], torch.diag(s[:k]), V2 @ Qh[:k].T
+
+
 def test_d2_layer_reproduces_plain_matrix_dlrt_step_for_step():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(7)
@@ -350,18 +371,8 @@ def test_d2_layer_reproduces_plain_matrix_dlrt_step_for_step():
     x = torch.eye(m, dtype=torch.float64)
     for _ in range(15):
         method.train_step(model, opt, (x, target.T), sq_loss)
-        # plain matrix DLRT, W = U S V^T, loss 0.5 ||W - T||^2, gradient G = W - T
-        G = U @ S @ V.T - target
-        K, L = U @ S - lr * G @ V, V @ S.T - lr * G.T @ U
-        rk = U.shape[1]
-        U2 = torch.linalg.qr(torch.cat([U, K], 1))[0][:, : min(2 * rk, n)]
-        V2 = torch.linalg.qr(torch.cat([V, L], 1))[0][:, : min(2 * rk, m)]
-        S2 = (U2.T @ U) @ S @ (V.T @ V2)
-        S2 = S2 - lr * U2.T @ (U2 @ S2 @ V2.T - target) @ V2
-        P, s, Qh = torch.linalg.svd(S2)
-        tails = torch.tensor([s[k:].norm() for k in range(len(s))])
-        k = max(int((tails > tau * s.norm()).sum()), 1)
-        U, S, V = U2 @ P[:, :k], torch.diag(s[:k]), V2 @ Qh[:k].T
+        U, S, V = matrix_dlrt_step(U, S, V, target, lr, tau, (n, m), n)
+        k = S.shape[0]
         assert layer.ranks == [k, k]
         assert torch.allclose(layer.dense_weight().detach(), U @ S @ V.T, atol=1e-10)
 
