@@ -65,6 +65,23 @@ class Strict(BaseModel):
         return data
 
 
+#: Marks a settings field added after runs were stored whose default reproduces the earlier behaviour:
+#: ``Field(default, json_schema_extra=WHEN_SET)``. Such a field enters a run's identity only when it is set away
+#: from its default, so adding it leaves the ids (and resumability) of every stored run unchanged.
+WHEN_SET: dict[str, Any] = {"identity": "when_set"}
+
+
+#: :data:`WHEN_SET`, for a setting that changes the numbers a run reports (the arithmetic precision): labels and
+#: tables name it on every run that sets it, not only where it differs among the runs shown.
+SHOWN_WHEN_SET: dict[str, Any] = {**WHEN_SET, "shown": "when_set"}
+
+
+def is_when_set(info: Any) -> bool:
+    """Whether a pydantic field (its ``FieldInfo``) carries the :data:`WHEN_SET` marker."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and extra.get("identity") == "when_set"
+
+
 class Training(Strict):
     """Training settings shared by every run of a suite."""
 
@@ -82,6 +99,23 @@ class Training(Strict):
     gamma: float = Field(0.1, gt=0, le=1)
     augmentation: Literal["auto", "none", "crop_flip"] = "auto"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="arithmetic of the forward passes and the loss (training and evaluation): fp32, or autocast to "
+        "bfloat16 or float16 (fp16 with a gradient scaler, on CUDA only); parameters and optimizer state stay fp32",
+        json_schema_extra=SHOWN_WHEN_SET,
+    )
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description="channels-last memory layout of the model and its batches; auto: on for convolutional models "
+        "on CUDA only",
+        json_schema_extra=WHEN_SET,
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model's forward (a method whose shapes change may decline, with a note)",
+        json_schema_extra=WHEN_SET,
+    )
 
 
 class Budget(Strict):
@@ -95,19 +129,13 @@ class Budget(Strict):
 # --------------------------------------------------------------------------------------------------------------
 # a resolved run and its identity
 
-#: Marks a settings field added after runs were stored whose default reproduces the earlier behaviour:
-#: ``Field(default, json_schema_extra=WHEN_SET)``. Such a field enters a run's identity only when it is set away
-#: from its default, so adding it leaves the ids (and resumability) of every stored run unchanged.
-WHEN_SET: dict[str, Any] = {"identity": "when_set"}
-
 
 def identity_dump(settings: BaseModel) -> dict[str, Any]:
     """The JSON form of validated settings (method params, training, budget) as it enters a run's identity:
     every field, except :data:`WHEN_SET` fields left at their default."""
     out = settings.model_dump(mode="json")
     for name, info in type(settings).model_fields.items():
-        extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get("identity") == "when_set" and name in out:
+        if is_when_set(info) and name in out:
             default = info.get_default(call_default_factory=True)
             if out[name] == (default.value if isinstance(default, Enum) else default):
                 del out[name]
@@ -202,15 +230,36 @@ def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return {f"{part}.{k}": v for part in ("training", "budget") for k, v in (config.get(part) or {}).items()}
 
 
+def always_shown_settings() -> list[str]:
+    """The training settings marked :data:`SHOWN_WHEN_SET` (``training.precision``), under their export names."""
+    return [f"training.{name}" for name, info in Training.model_fields.items() if _shown_when_set(info)]
+
+
+def _shown_when_set(info: Any) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and extra.get("shown") == "when_set"
+
+
+def when_set_defaults() -> dict[str, Any]:
+    """The defaults of the :data:`WHEN_SET` training settings under their export names: what a stored run that
+    does not name one of them ran with."""
+    return {f"training.{name}": info.get_default() for name, info in Training.model_fields.items() if is_when_set(info)}
+
+
 def distinguishing_settings(configs: list[Mapping[str, Any]]) -> list[list[str]]:
     """Per run, the training and budget settings whose values differ among the runs of its dataset, model and
-    method (runs of one grid share theirs: none)."""
+    method (runs of one grid share theirs: none), and the :func:`always_shown_settings` it sets."""
     group = [(c["dataset"], c["model"], c["method"]) for c in configs]
     by_group: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for g, c in zip(group, configs, strict=True):
         by_group.setdefault(g, []).append(run_settings(c))
     keys = {g: _varying_keys(ds) for g, ds in by_group.items()}
-    return [keys[g] for g in group]
+    always = always_shown_settings()
+    out = []
+    for g, c in zip(group, configs, strict=True):
+        set_here = [k for k in always if k in run_settings(c) and k not in keys[g]]
+        out.append(sorted([*keys[g], *set_here]))
+    return out
 
 
 def _varying_keys(dicts: list[dict[str, Any]]) -> list[str]:

@@ -39,6 +39,7 @@ from torch import nn
 
 from harness.layers import LayerStats, layer_report
 from harness.optim import build_optimizer
+from harness.precision import FP32, Precision
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,6 +64,11 @@ class Method:
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     initializations: ClassVar[tuple[str, ...]] = ("default",)
+    #: The run's arithmetic (``training.precision``), set by the training loop before the first step. A step
+    #: takes its backward pass and optimizer step through it (``self.precision.backward(loss)``,
+    #: ``self.precision.step(optimizer)``): plain ``loss.backward()`` and ``optimizer.step()`` in fp32 and bf16,
+    #: with the loss scaled in fp16 (see :mod:`harness.precision`).
+    precision: Precision = FP32
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None, initialization: str = "default"):
         if not isinstance(params, BaseModel):
@@ -97,13 +103,22 @@ class Method:
     def train_step(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss_fn: LossFn
     ) -> torch.Tensor:
-        """One optimisation step on one batch; returns the (detached) batch loss."""
+        """One optimisation step on one batch; returns the (detached) batch loss. The loop calls it inside the
+        run's autocast region (``training.precision``)."""
         x, y = batch
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
+        self.precision.backward(loss)
+        self.precision.step(optimizer)
         return loss.detach()
+
+    def compile(self, model: nn.Module) -> str | None:
+        """Compile the prepared model's forward for ``training.compile: true`` and return None, or leave it as it
+        is and return a note saying why (the run records it). Default: ``torch.compile`` of the whole forward
+        (``nn.Module.compile``, in place: parameter names unchanged). A method whose layers change shape during
+        training should override this: each new shape would compile the forward again."""
+        model.compile()
+        return None
 
     def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """Hook called after each training epoch, before evaluation. Default: nothing."""

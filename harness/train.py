@@ -12,16 +12,22 @@ from torch import nn
 
 from harness.config import EpochRecord, Training
 from harness.data import crop_flip, load_tensors
+from harness.execution import batch_layout, eager, is_convolutional, to_channels_last, use_channels_last
 from harness.layers import parameter_summary
 from harness.memory import PeakMemory, run_tensors
 from harness.method import Method
 from harness.models import create_model
 from harness.optim import lr_factor, set_lr
+from harness.precision import Precision
 from harness.registry import DATASETS, METHODS
 
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class UnscaledStepError(RuntimeError):
+    """A float16 run of a method whose step does not scale its loss (``Method.precision``)."""
 
 
 class Callbacks:
@@ -46,36 +52,47 @@ def inference_flops(model: nn.Module, shape: tuple[int, ...], device: torch.devi
 
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with eager(), torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros((1, *shape), device=device))
     model.train(was_training)
     return int(counter.get_total_flops())
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Test accuracy and mean cross-entropy."""
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    precision: Precision | None = None,
+    channels_last: bool = False,
+) -> tuple[float, float]:
+    """Test accuracy and mean cross-entropy, the forward passes in the run's precision and layout."""
     model.eval()
     correct, loss = 0, 0.0
+    autocast = (precision or Precision()).autocast
     for i in range(0, len(x), batch_size):
-        out = model(x[i : i + batch_size])
+        with autocast():
+            out = model(batch_layout(x[i : i + batch_size], channels_last))
         correct += (out.argmax(1) == y[i : i + batch_size]).sum().item()
-        loss += nn.functional.cross_entropy(out, y[i : i + batch_size], reduction="sum").item()
+        loss += nn.functional.cross_entropy(out.float(), y[i : i + batch_size], reduction="sum").item()
     model.train()
     return correct / len(x), loss / len(x)
 
 
-def build(config: dict[str, Any], device: torch.device) -> tuple[Method, nn.Module, int]:
-    """The method and its prepared model for a run config, plus the dense model's parameter count."""
+def build(config: dict[str, Any], device: torch.device) -> tuple[Method, nn.Module, int, bool]:
+    """The method and its prepared model for a run config, plus the dense model's parameter count and whether
+    it is convolutional."""
     spec = DATASETS.get(config["dataset"])
     shape = dict(in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size)
     torch.manual_seed(config["seed"])
     generator = torch.Generator().manual_seed(config["seed"])
     model = create_model(config["model"], **shape)
     full_params = sum(p.numel() for p in model.parameters())
+    convolutional = is_convolutional(model)
     method: Method = METHODS.get(config["method"])(config["params"], config["initialization"])
     model = method.prepare(model, generator).to(device)
-    return method, model, full_params
+    return method, model, full_params, convolutional
 
 
 def train_run(
@@ -90,12 +107,18 @@ def train_run(
     cb = callbacks or Callbacks()
     dev = resolve_device(device)
     training = Training.model_validate(config["training"])
+    precision = Precision.for_run(training.precision, dev)  # an unsupported one fails the run before anything
     budget = config.get("budget") or {}
     data = load_tensors(
         config["dataset"], data_root, dev, budget.get("train_subset"), budget.get("test_subset"), download=download
     )
-    method, model, full_params = build(config, dev)
+    method, model, full_params, convolutional = build(config, dev)
+    method.precision = precision
+    channels_last = use_channels_last(training.channels_last, dev, convolutional)
+    if channels_last:
+        model = to_channels_last(model)
     optimizer = method.make_optimizer(model, training)
+    notes = [note] if training.compile and (note := method.compile(model)) else []
     loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
     augment = training.augmentation == "crop_flip" or (training.augmentation == "auto" and data.augment)
     gen = torch.Generator(device=dev).manual_seed(config["seed"])
@@ -127,7 +150,12 @@ def train_run(
                     x = data.train_x[idx]
                     if augment:
                         x = crop_flip(x, gen)
-                    total += method.train_step(model, optimizer, (x, data.train_y[idx]), loss_fn)
+                    with precision.autocast():
+                        total += method.train_step(
+                            model, optimizer, (batch_layout(x, channels_last), data.train_y[idx]), loss_fn
+                        )
+                if precision.scaling and not precision.scaled_backwards:
+                    raise UnscaledStepError(_unscaled(config["method"]))
                 if (s + 1) % check_every == 0 and not torch.isfinite(total):
                     raise DivergedError(_diverged(epoch, s, training))
                 cb.step()
@@ -140,7 +168,9 @@ def train_run(
             if not math.isfinite(train_loss):
                 raise DivergedError(_diverged(epoch, steps - 1, training))
             with mem.excluded():
-                acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
+                acc, test_loss = evaluate(
+                    model, data.test_x, data.test_y, training.eval_batch_size, precision, channels_last
+                )
             stats = [s.to_dict() for s in method.layer_stats(model)]
             row = EpochRecord(epoch, train_loss, acc, test_loss, seconds, lr, stats).to_dict()
             epochs.append(row)
@@ -157,12 +187,24 @@ def train_run(
         "flops": inference_flops(model, tuple(data.train_x.shape[1:]), dev),
         "peak_memory_mb": mem.peak_mb,
         "device": str(dev),
+        "channels_last": channels_last,
+        "compiled": training.compile and not notes,
         "train_size": n,
         "test_size": len(data.test_x),
         "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
         **parameter_summary(model, layers, full_params),
     }
+    if notes:
+        metrics["notes"] = notes
     return metrics
+
+
+def _unscaled(method: str) -> str:
+    return (
+        f"precision fp16 needs the loss scaled, and method {method!r} takes its backward pass or optimizer step "
+        "without self.precision (harness.Method.precision: backward(loss), step(optimizer)); use precision bf16, "
+        "or have the method's train_step call them"
+    )
 
 
 def _diverged(epoch: int, step: int, training: Training) -> str:

@@ -3,7 +3,8 @@
 - layers: :func:`select_layers` (shell patterns over module names, or the default choice),
   :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`replace_module`;
 - ranks: :func:`resolve_rank` / :func:`rank_from_fraction` (one rounding rule for every method);
-- deterministic linear algebra: :func:`single_threaded`; :func:`generator_seed`;
+- deterministic linear algebra: :func:`single_threaded`; :func:`generator_seed`; linear algebra in float32
+  whatever the run's precision: :func:`full_precision`, :func:`as_float32`;
 - capture of layer inputs, outputs and output gradients: :class:`Capture`;
 - parameters that change shape inside torch's optimizers: :func:`reshape_parameter`, :func:`swap_parameter`,
   :func:`moment_transport`;
@@ -11,7 +12,7 @@
 """
 
 from harness.toolkit.capture import Capture
-from harness.toolkit.linalg import single_threaded
+from harness.toolkit.linalg import as_float32, full_precision, single_threaded
 from harness.toolkit.modules import (
     FACTORIZABLE,
     candidate_layers,
@@ -37,7 +38,9 @@ __all__ = [
     "RankSpec",
     "Transport",
     "TruncationSchedule",
+    "as_float32",
     "candidate_layers",
+    "full_precision",
     "generator_seed",
     "moment_transport",
     "rank_from_fraction",

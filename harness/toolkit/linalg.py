@@ -1,4 +1,6 @@
-"""Deterministic linear algebra for methods: the same result whatever the thread count or worker layout."""
+"""Linear algebra for methods that must not depend on how a run is executed: the same result whatever the
+thread count or worker layout (:func:`single_threaded`), and in float32 or float64 whatever the run's precision
+(:func:`full_precision`, :func:`as_float32`)."""
 
 from __future__ import annotations
 
@@ -27,3 +29,21 @@ def single_threaded() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(n)
+
+
+@contextmanager
+def full_precision(device: torch.device | str) -> Iterator[None]:
+    """Autocast off for ``device``'s type inside the block: every operation runs in its inputs' own dtype.
+
+    A run with ``training.precision: bf16`` or ``fp16`` trains inside autocast, which casts every matrix product
+    and convolution to that dtype. A method whose step computes its own linear algebra (QR, SVD, eigenvalue
+    decompositions, and the products that feed them) runs it inside this block on float32 tensors
+    (:func:`as_float32`), so that the run's precision changes its forward passes only."""
+    device_type = device.type if isinstance(device, torch.device) else str(device)
+    with torch.autocast(device_type, enabled=False):
+        yield
+
+
+def as_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as float32 when it is a lower-precision float (bfloat16, float16); otherwise ``t`` itself."""
+    return t.float() if t.is_floating_point() and t.element_size() < 4 else t

@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 from harness import LayerStats
-from harness.toolkit import Transport, moment_transport, reshape_parameter, single_threaded
+from harness.toolkit import (
+    Transport,
+    as_float32,
+    full_precision,
+    moment_transport,
+    reshape_parameter,
+    single_threaded,
+)
 from harness_methods.dlrt.algebra import (
     augment_basis,
     hosvd,
@@ -211,19 +218,22 @@ class DLRTLayer(nn.Module):
         bases in ``core.grad``, for the core step that follows. Needs a capturing forward pass on ``x``."""
         assert self.contracted is not None, "basis_step needs a captured forward pass"
         c = self.core.detach()
-        modes = self.augmentable_modes() if g_out is not None else []
-        with single_threaded():
-            qrs = {k: torch.linalg.qr(unfold(c, k).T) for k in modes}  # Mat_k(C)^T = Q R: S_k = R^T
-        grads = self.k_grads(x, g_out, {k: q for k, (q, _) in qrs.items()}) if modes else {}
-        factors = list(self.factors)
-        with single_threaded():
-            for k, g in grads.items():
-                factors[k] = augment_basis(factors[k], factors[k] @ qrs[k][1].T - lr * g, self.a_max[k])
-        pad = partial(padded, shape=[u.shape[1] for u in factors])
-        self.set_state(pad(c), factors, optimizer, moment_transport(pad))
-        self.augmented = True
-        if g_out is not None:
-            self.core.grad = self.augmented_core_grad(x, g_out)
+        with full_precision(c.device):  # whatever the run's precision: float32 in, float32 (or 64) throughout
+            x, self.contracted = as_float32(x), as_float32(self.contracted)
+            g_out = as_float32(g_out) if g_out is not None else None
+            modes = self.augmentable_modes() if g_out is not None else []
+            with single_threaded():
+                qrs = {k: torch.linalg.qr(unfold(c, k).T) for k in modes}  # Mat_k(C)^T = Q R: S_k = R^T
+            grads = self.k_grads(x, g_out, {k: q for k, (q, _) in qrs.items()}) if modes else {}
+            factors = list(self.factors)
+            with single_threaded():
+                for k, g in grads.items():
+                    factors[k] = augment_basis(factors[k], factors[k] @ qrs[k][1].T - lr * g, self.a_max[k])
+            pad = partial(padded, shape=[u.shape[1] for u in factors])
+            self.set_state(pad(c), factors, optimizer, moment_transport(pad))
+            self.augmented = True
+            if g_out is not None:
+                self.core.grad = self.augmented_core_grad(x, g_out)
         self.contracted = None
 
     # -- truncation ----------------------------------------------------------------------------------------------
@@ -232,12 +242,13 @@ class DLRTLayer(nn.Module):
         """HOSVD truncation of the core in every adaptive mode: ``U_k = U~_k P_k``, ``C = C~ x_k P_k^T`` (the
         optimizer state of the core moved by the same matrices)."""
         c = self.core.detach()
-        thr = tau * float(torch.linalg.vector_norm(c))
-        with single_threaded():
-            projs = truncation_projections(c, thr, self.adaptive, self.r_min, self.r_max)
-        factors = [u @ projs[k] if k in projs else u for k, u in enumerate(self.factors)]
-        moves = {k: p.T for k, p in projs.items()}
-        self.set_state(multi_mode_mul(c, moves), factors, optimizer, moves_transport(moves))
+        with full_precision(c.device):  # the threshold, the SVDs and the projections in float32 / float64
+            thr = tau * float(torch.linalg.vector_norm(c))
+            with single_threaded():
+                projs = truncation_projections(c, thr, self.adaptive, self.r_min, self.r_max)
+            factors = [u @ projs[k] if k in projs else u for k, u in enumerate(self.factors)]
+            moves = {k: p.T for k, p in projs.items()}
+            self.set_state(multi_mode_mul(c, moves), factors, optimizer, moves_transport(moves))
         self.augmented = False
 
     # -- report --------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from torch import nn
 from harness import Method, register_method
 from harness.config import WHEN_SET
 from harness.optim import build_optimizer
+from harness.precision import all_finite
 from harness.toolkit import Capture, RankSpec, TruncationSchedule, replace_module, resolve_rank, select_layers
 from harness_methods.dlrt.base import DLRTLayer
 from harness_methods.dlrt.budget import augmentation_caps
@@ -152,9 +153,15 @@ class _DLRTBase(Method):
     # -- one step ------------------------------------------------------------------------------------------------
     def train_step(self, model, optimizer, batch, loss_fn) -> torch.Tensor:
         """The cores are ordinary parameters of the torch optimizer (the suite's SGD, Adam or AdamW): the core
-        step is ``optimizer.step()``; the basis step and truncation replace them, carrying their state."""
+        step is ``optimizer.step()``; the basis step and truncation replace them, carrying their state.
+
+        In bf16 or fp16 (``self.precision``) only the forward pass and the loss run in that precision: the basis
+        step, the core's gradient and truncation take the captured tensors to float32 and run with autocast off
+        (``DLRTLayer.basis_step``, ``DLRTLayer.truncate``); in fp16 the output gradients are unscaled first, and a
+        step whose output gradients overflowed is skipped whole (bases unchanged, the scale lowered)."""
         x, y = batch
         layers = self.tucker_layers(model)
+        amp = self.precision
         optimizer.zero_grad(set_to_none=True)
         if self.schedule.basis_step and layers:
             # one forward/backward serves the basis step and the core step: the output gradients of the
@@ -163,18 +170,35 @@ class _DLRTBase(Method):
                 loss = loss_fn(model(x), y)
             cores = {id(layer.core) for layer in layers}
             others = [q for g in optimizer.param_groups for q in g["params"] if q.requires_grad and id(q) not in cores]
-            cap.backward(loss, others)
+            with amp.full():
+                cap.backward(amp.scale(loss), others)
+            g_outs = amp.unscaled(cap.grad_outputs)
+            if amp.scaling and not all_finite(g_outs):
+                amp.skip_step()
+                for layer in layers:
+                    layer.contracted = None
+                return loss.detach()
+            amp.unscale_(optimizer)  # the other parameters' gradients; the cores' are set unscaled below
             lr = optimizer.param_groups[0]["lr"]
-            for layer, x_in, g_out in zip(layers, cap.inputs, cap.grad_outputs, strict=True):
+            for layer, x_in, g_out in zip(layers, cap.inputs, g_outs, strict=True):
                 layer.basis_step(x_in, g_out, lr, optimizer)  # sets the core's gradient at the augmented bases
         else:  # a core-only step at the current bases (amortized: augmented; periodic: truncated)
             loss = loss_fn(model(x), y)
-            loss.backward()
-        optimizer.step()
+            amp.backward(loss)
+        amp.step(optimizer)
         self._steps += 1
         if self.schedule.advance():
             self.truncate(layers, optimizer)
         return loss.detach()
+
+    def compile(self, model: nn.Module) -> str | None:
+        """Not compiled: the factorized layers change shape on every augmentation and truncation, so a compiled
+        forward would compile again at each new rank, and the capturing forward keeps the contracted input as a
+        side effect (``DLRTLayer.contracted``) that a compiled graph would not."""
+        return (
+            f"{self.name}: forward not compiled (its layers change shape at every augmentation and truncation, each "
+            "shape a new compilation; the capturing forward keeps intermediates as side effects); ran eagerly"
+        )
 
     def truncate(self, layers: list[DLRTLayer], optimizer: torch.optim.Optimizer | None = None) -> None:
         p: DLRTParams = self.params  # type: ignore[assignment]
