@@ -34,11 +34,11 @@ def precision_problem(name: str, device_type: str) -> str | None:
     """Why ``training.precision: name`` cannot run on a device of ``device_type`` (None: it can)."""
     if name == "fp16" and device_type != "cuda":
         return (
-            f"precision fp16 needs a CUDA device (float16 autocast with a gradient scaler); this run's device is "
-            f"{device_type}: use bf16 or fp32 on a CPU"
+            f"fp16 needs a CUDA device (float16 autocast with a gradient scaler), and the runs' device is "
+            f"{device_type}: use bf16 or fp32 there"
         )
-    if name == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
-        return "precision bf16 needs a GPU with bfloat16 support (Ampere or newer); use fp16 or fp32 on this GPU"
+    if name == "bf16" and device_type == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "bf16 needs a GPU with bfloat16 support (Ampere or newer): use fp16 or fp32 on this GPU"
     return None
 
 

@@ -288,6 +288,24 @@ def _check_grid(suite: Suite, source: str, prefix: str) -> None:
         raise SuiteError(source, problems)
 
 
+def check_device(suite: Suite, device_type: str | None, source: str = "<suite>") -> None:
+    """Refuse, before anything trains, a setting the runs' device cannot compute (``training.precision: fp16`` on
+    a CPU): :class:`SuiteError` at the key path that sets it. ``device_type``: cpu or cuda, as the runs will get
+    it (None: not known here, e.g. a Ray cluster's nodes; each run checks again when it starts)."""
+    from harness.precision import precision_problem
+
+    if device_type is None:
+        return
+    problems = []
+    for i, part in enumerate(suite.parts or [suite]):
+        problem = precision_problem(part.training.precision, device_type)
+        if problem:
+            own = suite.grids is not None and "precision" in suite.grids[i].training
+            problems.append((f"grids[{i}].training.precision" if own else "training.precision", problem))
+    if problems:
+        raise SuiteError(source, list(dict.fromkeys(problems)))
+
+
 def load_suite(
     path: str | Path,
     overrides: dict[str, Any] | None = None,

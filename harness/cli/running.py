@@ -18,7 +18,7 @@ from harness.progress import RichReporter, make_progress
 from harness.published import FLAG, is_published, write_refusal
 from harness.runner import Reporter, plan, stop_on_signals
 from harness.store import Store
-from harness.suite import Suite, expand
+from harness.suite import Suite, SuiteError, check_device, expand
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,6 +66,21 @@ def require_data(datasets: list[str], root: Path | None, download: bool) -> None
     problems = missing_datasets(datasets, root, download)
     if problems:
         fail("\n\n".join(problems) + "\nNothing was trained or stored.")
+
+
+def require_device(s: Suite, path: Path, device: str, known: bool = True) -> None:
+    """Exit 2 when the suite asks for what its runs' device cannot do (fp16 on a CPU), before anything is stored.
+    ``device``: auto, cpu or cuda; ``known``: whether the runs train on this machine (not on a Ray cluster's
+    nodes, which check each run as it starts)."""
+    import torch
+
+    if not known:
+        return
+    device_type = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    try:
+        check_device(s, device_type, str(path))
+    except SuiteError as exc:
+        fail(str(exc))
 
 
 def end_of_run(store: Store, s: Suite, path: Path, report: bool | None) -> None:
@@ -166,6 +181,7 @@ def run(
 ) -> None:
     """Expand a suite into runs and train every run not yet done; a killed grid resumes where it stopped."""
     path, s = load(suite, budget, models, datasets, grids, max_runs)
+    require_device(s, path, device or s.device, known=not (executor == "ray" and address))
     runs = expand(s)
     store = Store(results or default_results(s, budget=bool(budget)))
     published = is_published(store.dir)
@@ -243,7 +259,8 @@ def check(
 
     from harness.check import DEFAULT_TOLERANCE, compare, load_baseline, snapshot, write_baseline
 
-    _, s = load(suite)
+    path, s = load(suite)
+    require_device(s, path, "cpu")
     baseline = None
     if against.is_file():
         try:

@@ -19,6 +19,7 @@ from harness.store import Store
 from .build import Report, build_report
 from .cells import display_frame
 from .render import markdown_table
+from .summary import set_always_shown
 from .write import write_report
 
 BRIEF = ["method", "params", "initialization", "n", "acc", "delta_acc", "compression", "ranks"]
@@ -37,9 +38,11 @@ class RunReport:
 
 def brief_columns(report: Report) -> list[str]:
     """The brief's columns: the group columns that differ between rows (dataset, model, budget, training
-    settings), then :data:`BRIEF`, without columns that are empty or say nothing."""
+    settings) or are always shown when set (``training.precision``), then :data:`BRIEF`, without columns that
+    are empty or say nothing."""
     summary = report.summary
-    groups = [c for c in report.group_keys if summary[c].astype(str).nunique() > 1]
+    always = set_always_shown(summary)
+    groups = [c for c in report.group_keys if summary[c].astype(str).nunique() > 1 or c in always]
     keep = [c for c in BRIEF if c not in ("params", "ranks") or _any_text(summary[c])]
     return groups + keep
 

@@ -31,7 +31,7 @@ from .summary import (
     group_keys,
     reference_runs,
     select_columns,
-    varying_training_columns,
+    shown_training_columns,
 )
 
 _COUNTED = (RunStatus.DONE.value, RunStatus.FAILED.value, *UNFINISHED)  # the order counts are said in
@@ -155,7 +155,7 @@ def build_report(
             + "; run the suite first (harness run SUITE)"
         )
     _check_reference(raw, reference)
-    training_cols = varying_training_columns(raw)
+    training_cols = shown_training_columns(raw)
     allruns = label_runs(raw)
     selected = filter_runs(allruns, where)
     if selected.empty:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import run_label, short_run_labels
+from harness.config import run_label, short_run_labels, when_set_defaults
 from harness.store import Store
 from harness.units import shown
 
@@ -52,10 +52,20 @@ def run_labels(runs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def runs_frame(store: Store) -> pd.DataFrame:
-    """Every run of a store as a DataFrame (empty frame when there are none)."""
+    """Every run of a store as a DataFrame (empty frame when there are none). A setting added later
+    (:data:`harness.config.WHEN_SET`) that some runs set shows its default on the runs that do not."""
     runs = store.runs()
     labels = run_labels(runs)
-    return pd.DataFrame([flatten_run(r, labels[r["id"]]) for r in runs])
+    return with_when_set_defaults(pd.DataFrame([flatten_run(r, labels[r["id"]]) for r in runs]))
+
+
+def with_when_set_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the missing values of its :data:`~harness.config.WHEN_SET` training columns filled in with
+    their defaults (a stored run leaves such a setting out of its configuration when it is at the default)."""
+    for col, default in when_set_defaults().items():
+        if col in frame.columns:
+            frame[col] = frame[col].astype(object).where(frame[col].notna(), default)
+    return frame
 
 
 def epochs_frame(store: Store) -> pd.DataFrame:

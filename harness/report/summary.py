@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import UNFINISHED, RunStatus, did_you_mean, plain
+from harness.config import UNFINISHED, RunStatus, always_shown_settings, did_you_mean, plain, when_set_defaults
 
 from .cells import missing
 from .errors import ReportError
@@ -91,6 +91,19 @@ def varying_training_columns(runs: pd.DataFrame) -> list[str]:
     """Training settings that differ between runs: part of every setting's identity then."""
     cols = [c for c in runs.columns if c.startswith("training.")]
     return [c for c in cols if runs[c].astype(str).nunique() > 1]
+
+
+def set_always_shown(runs: pd.DataFrame) -> list[str]:
+    """The :func:`harness.config.always_shown_settings` (``training.precision``) that some run sets away from its
+    default: shown in every table and plot title then, even where all runs share it."""
+    defaults = when_set_defaults()
+    return [c for c in always_shown_settings() if c in runs.columns and (runs[c].astype(str) != str(defaults[c])).any()]
+
+
+def shown_training_columns(runs: pd.DataFrame) -> list[str]:
+    """The training settings a report shows: those that differ between runs, and the always-shown ones set."""
+    varying = varying_training_columns(runs)
+    return varying + [c for c in set_always_shown(runs) if c not in varying]
 
 
 def setting_keys(training_cols: Sequence[str]) -> list[str]:
