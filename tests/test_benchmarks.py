@@ -59,3 +59,31 @@ def test_truncation_benchmark_runs_and_truncates(spec):
 
 def test_truncation_benchmark_covers_rank_adaptive_methods():
     assert {s.split(":")[0] for s in bm.Truncation.params[0]} >= {"dlrt", "tdlrt"}
+
+
+def test_gpu_epoch_quick_mode_runs_on_the_cpu_and_projects_the_cifar10_suite(capsys):
+    """benchmarks/gpu_epoch.py in its CPU check mode (fp32 and bf16, one batch of 4): the dense model, a
+    fixed-rank method and TDLRT (whose own step the hand loop calls), and the projection counted literally."""
+    from benchmarks import gpu_epoch
+
+    methods = ("full", "tucker", "tdlrt")
+    rows = gpu_epoch.main(["--quick", "--models", "resnet18", "--methods", ",".join(methods)])
+    assert [(r.model, r.method, r.precision) for r in rows] == [
+        ("resnet18", m, p) for m in methods for p in ("fp32", "bf16")
+    ]
+    assert all(r.harness > 0 and r.hand > 0 and r.ratio == r.harness / r.hand and r.images == 4 for r in rows)
+    out = capsys.readouterr().out
+    assert "resnet18  tdlrt    bf16" in out and "suites/cifar10.yaml in bf16:" in out
+    # suites/cifar10.yaml holds 180 runs; of ResNet18: full in both grids (2 x 3 seeds), Tucker and TDLRT at
+    # three settings each (3 x 3 seeds); every run 60 epochs of 50,000 training and 10,000 test images
+    hours, counted, total = gpu_epoch.projected_hours(rows, "bf16")
+    assert (counted, total) == (24, 180)
+    per_run = {r.method: 60 * (50_000 * r.harness / 4 + 10_000 * r.eval_seconds_per_image) for r in rows[1::2]}
+    assert hours * 3600 == pytest.approx(6 * per_run["full"] + 9 * per_run["tucker"] + 9 * per_run["tdlrt"])
+
+
+def test_gpu_epoch_refuses_fp16_on_a_cpu():
+    from benchmarks import gpu_epoch
+
+    with pytest.raises(SystemExit, match="fp16 needs a CUDA device"):
+        gpu_epoch.main(["--quick", "--precisions", "fp16"])
