@@ -234,7 +234,10 @@ def test_bad_tuning_names_its_key_path(tuning, where, words):
 
 def test_a_method_may_add_keys_and_its_keys_are_named_by_their_entry():
     data = tuned_suite(
-        methods=["full", {"name": "matrix", "params": {"compression": 0.9}, "tuning": {"space": {"params": {"x": [1]}}}}]
+        methods=[
+            "full",
+            {"name": "matrix", "params": {"compression": 0.9}, "tuning": {"space": {"params": {"x": [1]}}}},
+        ]
     )
     found = problems(data)
     assert any(loc == "methods[1].tuning.space.params.x" for loc, _ in found), found
