@@ -14,9 +14,10 @@ Each side trains ``--epochs`` epochs (default 2; the first warms up: cuDNN's cho
 is timed; the sides alternate (harness, hand, harness, hand ...) and medians are printed. Printed per row: both
 epoch times, their ratio (harness / hand), the harness's training images per second and its speed-up over the
 same method in fp32. Then, per precision, the projected hours of ``suites/cifar10.yaml``: for every run of a
-measured model and method, epochs x (50,000 training images at the measured rate + 10,000 test images at the
-measured evaluation rate). DLRT/TDLRT are measured at their initial ranks (the cap), so their projection is an
-upper bound: their ranks fall in the first epochs.
+measured model and method, epochs x (its training images at the measured rate + its validation and 10,000 test
+images at the measured evaluation rate; the validation split, 10% by default, comes out of the 50,000).
+DLRT/TDLRT are measured at their initial ranks (the cap), so their projection is an upper bound: their ranks
+fall in the first epochs.
 
     python benchmarks/gpu_epoch.py --device cuda                      # VGG16 and ResNet18, every method
     python benchmarks/gpu_epoch.py --device cuda --precisions fp32,bf16 --methods full,tdlrt --batches 100
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.config import Training
+from harness.config import Training, Validation
 from harness.data import crop_flip, dataset, load_tensors
 from harness.execution import batch_layout, to_channels_last, use_channels_last
 from harness.method import Method
@@ -128,6 +129,7 @@ def run_config(model: str, method: str, precision: str, s: Settings) -> dict[str
             "methods": [{"name": method, "params": params}],
             "training": training,
             "budget": {"train_subset": s.batch_size * s.batches, "test_subset": s.test_images},
+            "validation": 0,  # every image trains: the epoch is the budget's batches exactly
         }
     )
     (run,) = expand(suite)
@@ -158,7 +160,10 @@ def hand_epoch(config: dict[str, Any], device: torch.device) -> tuple[float, flo
     """Seconds of the last epoch of a minimal loop with the run's settings, and seconds per evaluated image."""
     training = Training.model_validate(config["training"])
     budget = config["budget"]
-    data = load_tensors(config["dataset"], None, device, budget["train_subset"], budget["test_subset"])
+    validation = Validation.model_validate(config.get("validation"))
+    data = load_tensors(
+        config["dataset"], None, device, budget["train_subset"], budget["test_subset"], validation=validation
+    )
     method, model, _, convolutional = build(config, device)
     precision = Precision.for_run(training.precision, device)
     method.precision = precision
@@ -238,8 +243,9 @@ def measure(model: str, method: str, precision: str, s: Settings, reps: int, dev
 
 
 def projected_hours(rows: list[Row], precision: str, suite_path: Path = CIFAR10_SUITE) -> tuple[float, int, int]:
-    """Hours of the suite's runs whose model and method were measured in ``precision`` (each run: epochs x
-    (50,000 images at the harness's measured rate + 10,000 at the evaluation rate)); the runs counted and all."""
+    """Hours of the suite's runs whose model and method were measured in ``precision``; the runs counted and all.
+    Each run: epochs x (its training images at the harness's measured rate + its validation and test images at
+    the evaluation rate), its validation split held out of CIFAR-10's 50,000 training images."""
     rate = {(r.model, r.method): r for r in rows if r.precision == precision}
     runs = expand(load_suite(suite_path))
     seconds, counted = 0.0, 0
@@ -248,7 +254,9 @@ def projected_hours(rows: list[Row], precision: str, suite_path: Path = CIFAR10_
         if r is None:
             continue
         epochs = run.config["training"]["epochs"]
-        seconds += epochs * (CIFAR10_TRAIN / r.images_per_second + CIFAR10_TEST * r.eval_seconds_per_image)
+        val = Validation.model_validate(run.config.get("validation")).count(CIFAR10_TRAIN)
+        train, evaluated = CIFAR10_TRAIN - val, CIFAR10_TEST + val
+        seconds += epochs * (train / r.images_per_second + evaluated * r.eval_seconds_per_image)
         counted += 1
     return seconds / 3600, counted, len(runs)
 
