@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from harness.toolkit.linalg import full_precision
+from harness.toolkit.linalg import as_float32, full_precision
 
 #: The names of ``training.precision`` and the autocast dtype of each (None: no autocast).
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -92,9 +92,9 @@ class Precision:
 
     def unscaled(self, grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
         """Gradients taken from a :meth:`scale`'d loss other than through parameters' ``.grad`` (captured output
-        gradients), as float32 and divided by the scale."""
+        gradients), divided by the scale; bfloat16 and float16 ones as float32 (others keep their dtype)."""
         inv = 1.0 / self.grad_scale
-        return [None if g is None else (g.float() * inv if inv != 1.0 else g.float()) for g in grads]
+        return [None if g is None else (as_float32(g) * inv if inv != 1.0 else as_float32(g)) for g in grads]
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, of the scaled loss in fp16 (autocast off: the backward pass runs in the dtypes
