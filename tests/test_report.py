@@ -282,7 +282,8 @@ def test_where_keeps_the_baseline_and_sort_and_columns(store):
     assert list(s["acc_mean"]) == pytest.approx([86.0, 70.0])  # sorted descending
     assert list(s["delta_acc"]) == pytest.approx([-7.0, -10.0])  # baseline still from the full runs
     assert rep.columns == ["method", "budget", "acc", "delta_acc"]
-    assert rep.csv_columns == ["method", "budget", "acc_mean", "acc_std", "delta_acc"]
+    acc = ["acc_mean", "acc_std", "acc_ci95", "acc_ci_low", "acc_ci_high"]  # the acc column: mean, spread and CI
+    assert rep.csv_columns == ["method", "budget", *acc, "delta_acc"]
     assert rep.counts["failed"] == 1 and rep.counts["pending"] == 1
 
 
