@@ -118,7 +118,7 @@ def sweep_at(runs: pd.DataFrame, level: float, tolerance: float = SINGLE_TOLERAN
     settings = _settings(runs)
     if len(settings) == 1:
         label, comp = settings.loc[0, "label"], settings.loc[0, "compression"]
-        text = f"single setting {_setting_text(label, comp)}"
+        text = f"single setting {_setting_text(label, comp)}" if label else f"single setting at {comp:.1f}%"
         if abs(comp - level) <= tolerance:
             return AtLevel(per_seed(runs["seed"], runs[JUDGED]), OK, text)
         return AtLevel(pd.Series(dtype=float), OUT_OF_RANGE, f"{text}, more than ±{tolerance:g} pt away")
