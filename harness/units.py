@@ -18,6 +18,7 @@ PERCENT_KEYS: frozenset[str] = frozenset(
         "test_acc",
         "val_acc",
         "best_val_acc",
+        "final_val_acc",
         "test_acc_at_best_val",
         "compression",
         "compression_train",
@@ -40,8 +41,8 @@ def _number(v: Any) -> bool:
 
 def shown(record: Mapping[str, Any]) -> dict[str, Any]:
     """A stored record (a run's metrics, an epoch row) in the units a user sees: the :data:`PERCENT_KEYS` in
-    percent, ``epoch`` and ``best_epoch`` counted from 1; every other key, and a missing or non-numeric value, as
-    it was."""
+    percent, ``epoch`` and ``best_epoch`` counted from 1; every other key, and a missing or non-numeric value, as it
+    was."""
     out = dict(record)
     for key in PERCENT_KEYS & out.keys():
         if _number(out[key]):

@@ -36,6 +36,7 @@ from .summary import (
     select_columns,
     varying_training_columns,
 )
+from .tuning_table import mask_tuned, tuning_table, without_trials
 
 _COUNTED = (RunStatus.DONE.value, RunStatus.FAILED.value, *UNFINISHED)  # the order counts are said in
 _ACC_CSV = ["acc_mean", "acc_std", "acc_ci95", "acc_ci_low", "acc_ci_high"]  # what the acc column is in CSV
@@ -80,6 +81,7 @@ class Report:
     ranking: Ranking | None = None  # mean ranks over (dataset, model, budget) blocks, where there are several
     notes: list[str] = field(default_factory=list)
     figures: list[Any] = field(default_factory=list)  # harness.report.plots.PlotFile, once plots are made
+    tuning: pd.DataFrame = field(default_factory=pd.DataFrame)  # per tuned setting: space, trials, choice
 
     @property
     def unfinished(self) -> int:
@@ -198,15 +200,23 @@ def build_report(
     raw = runs_frame(store)
     if suite is not None and len(raw):
         raw = raw[raw["suite"] == suite]
+    raw, trials = without_trials(raw)
     if raw.empty:
         raise NoFinishedRuns(
             f"no runs in {store.dir}"
             + (f" for suite {suite!r}" if suite else "")
+            + (" but tuning trials" if len(trials) else "")
             + "; run the suite first (harness run SUITE)"
         )
+    raw = mask_tuned(raw)
     _check_reference(raw, reference)
     training_cols = varying_training_columns(raw)
     allruns = label_runs(raw)
+    tuned = allruns["tuned_setting"] != ""
+    allruns.loc[tuned, "params_label"] = [
+        ", ".join(x for x in (p, f"tuned: {t}") if x)
+        for p, t in zip(allruns.loc[tuned, "params_label"], allruns.loc[tuned, "tuned_setting"], strict=True)
+    ]
     selected = filter_runs(allruns, where)
     if selected.empty:
         raise NoFinishedRuns(f"--where {where!r} selects none of the {len(allruns)} runs in {store.dir}")
@@ -264,4 +274,5 @@ def build_report(
         compression_reference=cref,
         ranking=ranking,
         notes=_notes(store, summary, reference) + equal_notes + (ranking.notes if ranking else []),
+        tuning=tuning_table(trials, allruns[allruns["role"] == "tuned"] if "role" in allruns else allruns.iloc[0:0]),
     )

@@ -25,6 +25,7 @@ from .cells import (
 from .equal_compression import SINGLE_TOLERANCE
 from .judged import protocol_of
 from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, TEST_NAMES
+from .tuning_table import TUNING_NOTE, tuning_frame
 
 _EXPLANATION = (
     "Test accuracy: {judged}, in %, the mean over seeds {interval}; n: finished runs (only these are "
@@ -166,6 +167,8 @@ def render_markdown(report: Report) -> str:
         markdown_table(*_results(report)),
         "",
     ]
+    if len(report.tuning):
+        out += ["## Tuning", "", TUNING_NOTE, "", markdown_table(*tuning_frame(report.tuning)), ""]
     if report.has_equal:
         out += [
             "## Accuracy at equal compression",
@@ -361,6 +364,8 @@ def render_html(report: Report) -> str:
         ranking_explanation=ranking_explanation(report) if report.has_ranking else "",
         choices=_table(choices_frame(report.ranking)) if _has_choices(report) and report.ranking else None,
         quoted=_table(comparison_frame(report.comparison)) if len(report.comparison) else None,
+        tuning=_table(tuning_frame(report.tuning)) if len(report.tuning) else None,
+        tuning_note=TUNING_NOTE,
         not_done=_table(not_done_frame(report.not_done)) if len(report.not_done) else None,
         failed=report.counts[RunStatus.FAILED.value],
         unfinished=report.unfinished,
