@@ -265,6 +265,9 @@ def test_equal_compression_options_and_their_errors(tmp_path):
             parse_levels(bad)
     with pytest.raises(ReportError, match=r"--compression-reference: no run of method 'tdlr' \(did you mean"):
         build_report(store, compression_reference="tdlr")
+    # a reference in the store but not among the selected runs: no tests, a note (like --reference)
+    without = build_report(store, where="method != 'tdlrt'", compression_reference="tdlrt")
+    assert without.equal["p_raw"].isna().all() and any("no finished tdlrt runs" in n for n in without.notes)
     for option, value in (("--ci", "jackknife"), ("--test", "mannwhitney"), ("--at", "95,x")):
         res = cli("report", str(store.dir), "--no-plots", "-o", str(tmp_path / "out"), option, value)
         assert res.returncode == 2 and option in res.stderr and "Traceback" not in res.stderr, res.stderr

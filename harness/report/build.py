@@ -17,7 +17,7 @@ from harness.config import UNFINISHED, RunStatus, did_you_mean
 from harness.store import Store
 
 from .cells import missing
-from .equal_compression import DEFAULT_COMPRESSION_REFERENCE, DEFAULT_LEVELS, OK, equal_compression
+from .equal_compression import DEFAULT_LEVELS, OK, check_compression_reference, equal_compression
 from .errors import NoFinishedRuns, ReportError
 from .frames import epochs_frame, runs_frame
 from .labels import label_runs
@@ -210,6 +210,7 @@ def build_report(
         )
     raw = mask_tuned(raw)
     _check_reference(raw, reference)
+    cref = check_compression_reference(raw, compression_reference)
     training_cols = varying_training_columns(raw)
     allruns = label_runs(raw)
     tuned = allruns["tuned_setting"] != ""
@@ -233,8 +234,7 @@ def build_report(
         aggregate(selected, baseline, training_cols, reference, ci=ci, test=test), training_cols, reference
     )
     gkeys = group_keys(training_cols)
-    equal, equal_notes = equal_compression(selected, gkeys, levels, compression_reference, ci=ci, test=test)
-    cref = compression_reference or DEFAULT_COMPRESSION_REFERENCE
+    equal, equal_notes = equal_compression(selected, gkeys, levels, cref, ci=ci, test=test)
     equal_notes += pairing_notes(equal, f"{cref} at equal compression")
     ranking = rank_methods(summary, training_cols)
     if len(equal) and not (equal["status"] == OK).any():

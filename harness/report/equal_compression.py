@@ -141,10 +141,12 @@ def sweep_at(runs: pd.DataFrame, level: float, tolerance: float = SINGLE_TOLERAN
     return AtLevel(pd.Series(values, dtype=float), OK, source)
 
 
-def _check_reference(runs: pd.DataFrame, cref: str | None) -> str:
-    methods = sorted(set(runs["method"]))
+def check_compression_reference(runs: pd.DataFrame, cref: str | None) -> str:
+    """The compression reference: ``tdlrt`` unless named; a method named must have runs among ``runs`` (the
+    store's), else a :class:`ReportError`."""
     if cref is None:
         return DEFAULT_COMPRESSION_REFERENCE
+    methods = sorted(set(runs["method"]))
     if cref not in methods:
         raise ReportError(
             f"--compression-reference: no run of method {cref!r}{did_you_mean(cref, methods)}; "
@@ -157,7 +159,7 @@ def equal_compression(
     runs: pd.DataFrame,
     group_cols: Sequence[str],
     levels: Sequence[float] = DEFAULT_LEVELS,
-    compression_reference: str | None = None,
+    compression_reference: str = DEFAULT_COMPRESSION_REFERENCE,
     ci: str = "t",
     test: str = "ttest",
     tolerance: float = SINGLE_TOLERANCE,
@@ -166,9 +168,9 @@ def equal_compression(
     group, level and sweep (method and initialization), ordered by accuracy within each level (``rank`` 1 is
     the most accurate; out-of-range rows last, without a rank); and notes on what was left out.
 
-    ``compression_reference`` (default ``tdlrt``, which may be absent) is the method every row is tested
-    against; a name given explicitly must have runs (else :class:`ReportError`)."""
-    cref = _check_reference(runs, compression_reference)
+    ``compression_reference`` (default ``tdlrt``; :func:`check_compression_reference`) is the method every row is
+    tested against; where it has no runs, no row is tested (a note says so)."""
+    cref = compression_reference
     done = runs[(runs["status"] == RunStatus.DONE) & runs[JUDGED].notna() & runs["compression"].notna()]
     rows: list[dict] = []
     notes: list[str] = []
