@@ -25,14 +25,21 @@ _EXPLANATION = (
     "gradients, optimizer state, a step's activations and temporaries; not the dataset, not evaluation), from "
     "the CUDA allocator on GPU and from sampled steps on CPU."
 )
+_SPARSE = (
+    " Storage: numbers stored to deploy the model, a sparse weight as CSR (nonzero values, their column indices, row"
+    " pointers) where that is smaller; FLOPs (sparse): the theoretical count that skips multiplications by zero"
+    " weights. Epochs and train s in all: every training pass of a run (a method that trains several, such as"
+    " IMP's rounds, and its work before the loop), where the columns before count the final pass."
+)
 _QUOTED = (
     "Numbers quoted from the literature beside the measured settings they match; the difference is measured − quoted."
 )
 
 
-def explanation(reference: str) -> str:
-    """What the columns of the results table mean."""
-    return _EXPLANATION.format(ref=reference)
+def explanation(reference: str, columns: Sequence[str] = ()) -> str:
+    """What the columns of the results table mean (the sparse-model columns explained where they are shown)."""
+    sparse = {"params_storage", "flops_sparse", "total_epochs", "total_train_seconds"} & set(columns)
+    return _EXPLANATION.format(ref=reference) + (_SPARSE if sparse else "")
 
 
 def counts_line(report: Report) -> str:
@@ -75,7 +82,7 @@ def render_markdown(report: Report) -> str:
         "",
         f"Store: `{report.source}`. {counts_line(report)}",
         "",
-        explanation(report.reference),
+        explanation(report.reference, report.columns),
         "",
         "## Results",
         "",
@@ -225,7 +232,7 @@ def render_html(report: Report) -> str:
         source=report.source,
         counts_line=counts_line(report),
         generated=time.strftime("%Y-%m-%d %H:%M"),
-        explanation=explanation(report.reference),
+        explanation=explanation(report.reference, report.columns),
         results=_table(_results(report)),
         quoted=_table(comparison_frame(report.comparison)) if len(report.comparison) else None,
         not_done=_table(not_done_frame(report.not_done)) if len(report.not_done) else None,
