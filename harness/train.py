@@ -190,15 +190,29 @@ class Loop:
         return epochs, epochs * self.steps, seconds, loss
 
 
-def train_run(
+@dataclass
+class Prepared:
+    """A run ready for its loop: the method, its prepared model, the loop and the session of ``before_training``."""
+
+    method: Method
+    model: nn.Module
+    full_params: int
+    data: TensorData
+    training: Training
+    loop: Loop
+    session: Session
+
+
+def prepare_run(
     config: dict[str, Any],
     data_root: Path | None = None,
     device: str = "auto",
     callbacks: Callbacks | None = None,
     download: bool = True,
     check_every: int = 25,
-) -> dict[str, Any]:
-    """Train one resolved run config; returns the run's metrics. Raises on failure or divergence."""
+) -> Prepared:
+    """Load a run's data, build its method and prepared model, and the loop and session it trains with (before
+    ``Method.before_training``)."""
     cb = callbacks or Callbacks()
     dev = resolve_device(device)
     training = Training.model_validate(config["training"])
@@ -222,6 +236,22 @@ def train_run(
         lambda m, on_step: loop.train_pass(m, config["seed"], on_step),
         lambda m: evaluate(m, data.test_x, data.test_y, training.eval_batch_size)[0],
     )
+    return Prepared(method, model, full_params, data, training, loop, session)
+
+
+def train_run(
+    config: dict[str, Any],
+    data_root: Path | None = None,
+    device: str = "auto",
+    callbacks: Callbacks | None = None,
+    download: bool = True,
+    check_every: int = 25,
+) -> dict[str, Any]:
+    """Train one resolved run config; returns the run's metrics. Raises on failure or divergence."""
+    cb = callbacks or Callbacks()
+    run = prepare_run(config, data_root, device, cb, download, check_every)
+    method, model, data, training, loop, session = run.method, run.model, run.data, run.training, run.loop, run.session
+    dev, steps, n = loop.device, loop.steps, len(data.train_x)
     t0 = time.perf_counter()
     method.before_training(model, session)
     before_seconds = time.perf_counter() - t0 - session.excluded_seconds
@@ -259,7 +289,7 @@ def train_run(
         "train_size": n,
         "test_size": len(data.test_x),
         "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
-        **parameter_summary(model, layers, full_params),
+        **parameter_summary(model, layers, run.full_params),
     }
     return metrics
 
