@@ -246,6 +246,7 @@ def test_imp_rewinds_the_kept_connections_to_the_saved_early_weights():
         removal_count(1 - 0.1**0.5, 425_000) / 425_000,
         removal_count(0.9, 425_000) / 425_000,
     ]
+    assert [r["trained_sparsity"] for r in records] == [0.0, records[0]["sparsity"]]
     assert all(r["rewind_step"] == 3 and r["epochs"] == 1 and r["steps"] == 8 for r in records)
 
 

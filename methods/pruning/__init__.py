@@ -33,9 +33,9 @@ default, ``kaiming_normal``, ``xavier_normal``, ``orthogonal``).
   Cost: the run trains ``rounds + 1`` full passes. Its epochs, seconds and steps as stored are the final pass's
   (the loop); ``total_epochs``, ``total_steps`` and ``total_train_seconds`` count all of them, and
   ``before_training`` in the run's metrics holds one record per round (epochs, steps, seconds, final train loss,
-  test accuracy before pruning, sparsity after it, the rewinding step). The engine does not checkpoint runs: a
-  killed IMP run is trained again from the start on the next ``harness run`` (the store has it pending; nothing is
-  stored twice), so finished rounds are trained again.
+  the sparsity it trained at and its test accuracy, the sparsity after its pruning, the rewinding step). The
+  engine does not checkpoint runs: a killed IMP run is trained again from the start on the next ``harness run``
+  (the store has it pending; nothing is stored twice), so finished rounds are trained again.
 
 Modules: ``params`` (the parameters and their validation), ``masks`` (prunable weights, global lowest-score
 pruning, rewinding, saving and loading pruned models), ``scores`` (SNIP and GraSP scores), ``method`` (the methods).

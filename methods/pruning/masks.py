@@ -67,6 +67,11 @@ def weight(target: Target) -> torch.Tensor:
     return getattr(module, name)
 
 
+def weight_count(targets: list[Target]) -> int:
+    """Weights of the targets, pruned or not."""
+    return sum(getattr(m, n + "_orig", getattr(m, n)).numel() for m, n in targets)
+
+
 def zeros(targets: list[Target]) -> int:
     """Entries of the targets' masks that are zero (pruned), in all (0 before any pruning)."""
     return sum(int((getattr(m, n + "_mask") == 0).sum()) for m, n in targets if hasattr(m, n + "_mask"))

@@ -17,7 +17,7 @@ from harness.session import Session
 from harness.toolkit import pattern_problems
 from harness_methods.full import DENSE_INITIALIZATIONS, initialize_dense
 
-from .masks import Target, prunable, prune_lowest, removal_count, rewind, state_snapshot, weight, zeros
+from .masks import Target, prunable, prune_lowest, removal_count, rewind, state_snapshot, weight, weight_count, zeros
 from .params import IMPParams, PruningParams, ScoreParams
 from .scores import grasp_scores, snip_scores
 
@@ -34,7 +34,7 @@ class PruningMethod(Method):
         problems = pattern_problems(model, p.layers)
         if problems:
             return problems
-        total = sum(weight(t).numel() for t in prunable(model, p.layers))
+        total = weight_count(prunable(model, p.layers))
         if total == 0:
             return [("layers", "selects no conv or linear layer to prune")]
         if removal_count(p.sparsity, total) >= total:
@@ -55,7 +55,7 @@ class PruningMethod(Method):
 
     def removal(self, targets: list[Target]) -> int:
         """Weights to remove in all: ``ceil(sparsity * N)``."""
-        return removal_count(self.params.sparsity, sum(weight(t).numel() for t in targets))  # type: ignore[attr-defined]
+        return removal_count(self.params.sparsity, weight_count(targets))  # type: ignore[attr-defined]
 
     def before_training(self, model: nn.Module, session: Session) -> None:
         self.choose_masks(model, session, self.targets(model))
@@ -119,8 +119,7 @@ class IMPMethod(PruningMethod):
         p: IMPParams = self.params  # type: ignore[assignment]
         if r == p.rounds:
             return self.removal(targets)
-        total = sum(weight(t).numel() for t in targets)
-        return removal_count(1.0 - (1.0 - p.sparsity) ** (r / p.rounds), total)
+        return removal_count(1.0 - (1.0 - p.sparsity) ** (r / p.rounds), weight_count(targets))
 
     def choose_masks(self, model: nn.Module, session: Session, targets: list[Target]) -> None:
         p: IMPParams = self.params  # type: ignore[assignment]
@@ -131,10 +130,11 @@ class IMPMethod(PruningMethod):
             if step == k:
                 saved.update(state_snapshot(model))
 
-        total = sum(weight(t).numel() for t in targets)
+        total = weight_count(targets)
         for r in range(1, p.rounds + 1):
             record: dict[str, Any] = session.train(model, f"imp round {r}", keep_early if r == 1 else None)
-            count = self.round_removal(targets, r) - zeros(targets)
-            prune_lowest(targets, [weight(t).detach().abs() for t in targets], count)
+            trained = zeros(targets)
+            prune_lowest(targets, [weight(t).detach().abs() for t in targets], self.round_removal(targets, r) - trained)
             rewind(model, saved)
-            record.update(sparsity=zeros(targets) / total, rewind_step=k)
+            # the pass trained (and its test accuracy was measured) at trained_sparsity; pruning then left sparsity
+            record.update(trained_sparsity=trained / total, sparsity=zeros(targets) / total, rewind_step=k)
