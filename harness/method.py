@@ -31,7 +31,7 @@ Worked example (also in docs/plugins.md)::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -40,6 +40,9 @@ from torch import nn
 from harness.layers import LayerStats, layer_report
 from harness.optim import build_optimizer
 from harness.precision import FP32, Precision
+
+if TYPE_CHECKING:
+    from harness.session import Session
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -92,9 +95,21 @@ class Method:
         return name
 
     # -- the contract -------------------------------------------------------------------------------
+    def model_problems(self, model: nn.Module) -> list[tuple[str, str]]:
+        """``(parameter name, message)`` for each parameter that does not fit ``model`` (a layer pattern that
+        matches no layer, a target no selection can meet). The suite asks before anything trains, with the
+        model built on the meta device (names and shapes, no values, no data); each problem exits with status 2
+        naming ``methods[i].params.<name>``. Default: none."""
+        return []
+
     def prepare(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
         """Transform a freshly built dense model (replace layers, initialize). Default: unchanged."""
         return model
+
+    def before_training(self, model: nn.Module, session: Session) -> None:
+        """Work on the prepared model with the run's data before the loop (score connections on a few batches,
+        train and prune in rounds), through ``session`` (:mod:`harness.session`). Its cost counts in the run's
+        total training cost. Default: nothing."""
 
     def make_optimizer(self, model: nn.Module, training: Any) -> torch.optim.Optimizer:
         """Build the optimizer from the suite's training settings. Default: over all parameters."""

@@ -224,13 +224,15 @@ def _extra_message(cls, loc: str) -> str:
     )
 
 
-def _check_shapes(suite: Suite) -> list[tuple[str, str]]:
-    """Build every (model, dataset) pair on the meta device and push one batch through it."""
+def _check_shapes(suite: Suite) -> tuple[list[tuple[str, str]], dict[int, Any]]:
+    """Build every (model, dataset) pair on the meta device and push one batch through it; returns the problems
+    and, per model index, one model that built (on the meta device)."""
     import torch
 
     from harness.models import create_model
 
     problems = []
+    built: dict[int, Any] = {}
     for m, mname in enumerate(suite.models):
         for dname in suite.datasets:
             spec = DATASETS.get(dname)
@@ -240,8 +242,23 @@ def _check_shapes(suite: Suite) -> list[tuple[str, str]]:
                         mname, in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size
                     )
                     model(torch.empty(2, spec.channels, spec.image_size, spec.image_size))
+                built.setdefault(m, model)
             except Exception as exc:
                 problems.append((f"models[{m}]", f"model {mname!r} cannot take dataset {dname!r}: {exc}"))
+    return problems, built
+
+
+def _check_fit(suite: Suite, built: dict[int, Any]) -> list[tuple[str, str]]:
+    """Every resolved parameter setting of every method against every model (``Method.model_problems``: a layer
+    pattern that matches nothing, a target the selected layers cannot meet), before anything trains."""
+    problems = []
+    for i, entry in enumerate(suite.methods):
+        cls = METHODS.get(entry.name)
+        for settings in entry._settings:
+            method = cls(cls.Params.model_validate(settings))
+            for m, model in built.items():
+                for key, msg in method.model_problems(model):
+                    problems.append((f"methods[{i}].params.{key}", f"model {suite.models[m]!r}: {msg}"))
     return problems
 
 
@@ -315,7 +332,11 @@ def _validate_grid(data: dict[str, Any], source: str, prefix: str) -> Suite:
 
 def _check_grid(suite: Suite, source: str, prefix: str) -> None:
     """Every parameter setting validated (and resolved) and every model built: what the schema cannot check."""
-    found = _check_methods(suite) + _check_shapes(suite)
+    found = _check_methods(suite)
+    shape_problems, built = _check_shapes(suite)
+    found += shape_problems
+    if not found:
+        found = _check_fit(suite, built)
     if suite.tuning is not None and suite.validation.size == 0:
         found.append(("validation", "tuning chooses on the validation split: give it a size above 0 (default 0.1)"))
     problems = [(f"{prefix}.{loc}" if prefix else loc, msg) for loc, msg in found]

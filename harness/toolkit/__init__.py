@@ -1,7 +1,7 @@
 """The public toolkit for writing methods: everything a built-in method uses, a plugin may use too.
 
 - layers: :func:`select_layers` (shell patterns over module names, or the default choice),
-  :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`replace_module`;
+  :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`pattern_problems`, :func:`replace_module`;
 - ranks: :func:`resolve_rank` / :func:`rank_from_fraction` (one rounding rule for every method);
 - deterministic linear algebra: :func:`single_threaded`; :func:`generator_seed`; linear algebra in float32
   whatever the run's precision: :func:`full_precision`, :func:`as_float32`;
@@ -17,6 +17,7 @@ from harness.toolkit.modules import (
     FACTORIZABLE,
     candidate_layers,
     generator_seed,
+    pattern_problems,
     replace_module,
     select_layers,
     unmatched_patterns,
@@ -43,6 +44,7 @@ __all__ = [
     "full_precision",
     "generator_seed",
     "moment_transport",
+    "pattern_problems",
     "rank_from_fraction",
     "replace_module",
     "reshape_parameter",
