@@ -6,16 +6,18 @@ registered method (one setting each, the middle of `suites/cifar10.yaml`'s sweep
 
 - harness: ``harness.train.train_run`` with ``training.precision`` (and ``channels_last``, ``compile``) set, timed
   by its own per-epoch clock (the training pass and the method's end of epoch, not evaluation);
-- hand loop: the same prepared model, optimizer, batches and settings in a dozen lines (``torch.autocast``, a
-  ``GradScaler`` for fp16); a method with its own ``train_step`` (DLRT, TDLRT) has it called from the hand loop,
-  since its step is the algorithm.
+- hand loop: the same prepared model (after the method's work before the loop: SNIP's and GraSP's masks, IMP's
+  rounds, not timed), optimizer, batches and settings in a dozen lines (``torch.autocast``, a ``GradScaler`` for
+  fp16); a method with its own ``train_step`` (DLRT, TDLRT, the fixed-rank methods) has it called from the hand
+  loop, since its step is the algorithm.
 
 Each side trains ``--epochs`` epochs (default 2; the first warms up: cuDNN's choices, compilation) and the last
 is timed; the sides alternate (harness, hand, harness, hand ...) and medians are printed. Printed per row: both
 epoch times, their ratio (harness / hand), the harness's training images per second and its speed-up over the
 same method in fp32. Then, per precision, the projected hours of ``suites/cifar10.yaml``: for every run of a
-measured model and method, epochs x (its training images at the measured rate + its validation and 10,000 test
-images at the measured evaluation rate; the validation split, 10% by default, comes out of the 50,000).
+measured model and method, epochs x (its training images at the measured rate x the passes a run trains (IMP:
+its rounds and the final pass) + its validation and 10,000 test images at the measured evaluation rate; the
+validation split, 10% by default, comes out of the 50,000).
 DLRT/TDLRT are measured at their initial ranks (the cap), so their projection is an upper bound: their ranks
 fall in the first epochs.
 
@@ -42,14 +44,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.config import Training, Validation
-from harness.data import crop_flip, dataset, load_tensors
-from harness.execution import batch_layout, to_channels_last, use_channels_last
+from harness.config import Validation
+from harness.data import crop_flip, dataset
+from harness.execution import batch_layout
 from harness.method import Method
-from harness.precision import Precision, precision_problem
+from harness.precision import precision_problem
 from harness.registry import DATASETS, METHODS
 from harness.suite import expand, load_suite, parse_suite
-from harness.train import Callbacks, build, evaluate, train_run
+from harness.train import Callbacks, evaluate, prepare_run, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_SUITE = ROOT / "suites" / "cifar10.yaml"
@@ -64,6 +66,9 @@ PRESETS: dict[str, tuple[dict[str, Any], float]] = {
     "cp": ({"compression": 0.9}, 0.02),
     "tt": ({"compression": 0.9}, 0.02),
     "matrix": ({"compression": 0.9}, 0.02),
+    "snip": ({"sparsity": 0.9}, 0.02),
+    "grasp": ({"sparsity": 0.9}, 0.02),
+    "imp": ({"sparsity": 0.9}, 0.02),
 }
 _SIZES = {"train": 0, "test": 0}
 
@@ -144,11 +149,12 @@ class _EpochClock(Callbacks):
         self.seconds.append(row["seconds"])
 
 
-def harness_epoch(config: dict[str, Any], device: torch.device) -> float:
-    """Seconds of the last epoch of ``train_run``, by its own clock."""
+def harness_epoch(config: dict[str, Any], device: torch.device) -> tuple[float, float]:
+    """Seconds of the last epoch of ``train_run``, by its own clock, and the passes of the schedule the run
+    trained (1; IMP: its rounds and the final pass)."""
     clock = _EpochClock()
-    train_run(config, device=str(device), callbacks=clock)
-    return clock.seconds[-1]
+    metrics = train_run(config, device=str(device), callbacks=clock)
+    return clock.seconds[-1], metrics["total_epochs"] / metrics["epochs"]
 
 
 def _sync(device: torch.device) -> None:
@@ -158,21 +164,13 @@ def _sync(device: torch.device) -> None:
 
 def hand_epoch(config: dict[str, Any], device: torch.device) -> tuple[float, float]:
     """Seconds of the last epoch of a minimal loop with the run's settings, and seconds per evaluated image."""
-    training = Training.model_validate(config["training"])
-    budget = config["budget"]
-    validation = Validation.model_validate(config.get("validation"))
-    data = load_tensors(
-        config["dataset"], None, device, budget["train_subset"], budget["test_subset"], validation=validation
-    )
-    method, model, _, convolutional = build(config, device)
-    precision = Precision.for_run(training.precision, device)
-    method.precision = precision
-    channels_last = use_channels_last(training.channels_last, device, convolutional)
-    if channels_last:
-        to_channels_last(model)
-    opt = method.make_optimizer(model, training)
+    run = prepare_run(config, None, str(device))  # the run's data, method, model, precision and layout
+    method, model, data, training = run.method, run.model, run.data, run.training
+    precision, channels_last = run.loop.precision, run.loop.channels_last
+    method.before_training(model, run.session)  # masks, rounds (not timed)
     if training.compile:
         method.compile(model)
+    opt = method.make_optimizer(model, training)
     own_step = type(method).train_step is not Method.train_step
     loss_fn = nn.CrossEntropyLoss()
     scaler = torch.amp.GradScaler(device.type) if training.precision == "fp16" else None
@@ -222,6 +220,7 @@ class Row:
     ratio: float
     images: int  # training images per epoch
     eval_seconds_per_image: float
+    passes: float  # passes of the whole schedule a run trains (IMP: rounds + 1)
 
     @property
     def images_per_second(self) -> float:
@@ -231,15 +230,16 @@ class Row:
 def measure(model: str, method: str, precision: str, s: Settings, reps: int, device: torch.device) -> Row:
     config = run_config(model, method, precision, s)
     hs, ms, ratios, evals = [], [], [], []
+    passes = 1.0
     for _ in range(reps):
-        h = harness_epoch(config, device)
+        h, passes = harness_epoch(config, device)
         m, e = hand_epoch(config, device)
         hs.append(h)
         ms.append(m)
         ratios.append(h / m)
         evals.append(e)
     med = statistics.median
-    return Row(model, method, precision, med(hs), med(ms), med(ratios), s.batch_size * s.batches, med(evals))
+    return Row(model, method, precision, med(hs), med(ms), med(ratios), s.batch_size * s.batches, med(evals), passes)
 
 
 def projected_hours(rows: list[Row], precision: str, suite_path: Path = CIFAR10_SUITE) -> tuple[float, int, int]:
@@ -256,7 +256,7 @@ def projected_hours(rows: list[Row], precision: str, suite_path: Path = CIFAR10_
         epochs = run.config["training"]["epochs"]
         val = Validation.model_validate(run.config.get("validation")).count(CIFAR10_TRAIN)
         train, evaluated = CIFAR10_TRAIN - val, CIFAR10_TEST + val
-        seconds += epochs * (train / r.images_per_second + evaluated * r.eval_seconds_per_image)
+        seconds += epochs * (r.passes * train / r.images_per_second + evaluated * r.eval_seconds_per_image)
         counted += 1
     return seconds / 3600, counted, len(runs)
 

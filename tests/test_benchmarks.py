@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import bench_methods as bm
+from harness.suite import expand, load_suite
 
 
 def first_presets() -> list[str]:
@@ -74,11 +75,11 @@ def test_gpu_epoch_quick_mode_runs_on_the_cpu_and_projects_the_cifar10_suite(cap
     assert all(r.harness > 0 and r.hand > 0 and r.ratio == r.harness / r.hand and r.images == 4 for r in rows)
     out = capsys.readouterr().out
     assert "resnet18  tdlrt    bf16" in out and "suites/cifar10.yaml in bf16:" in out
-    # suites/cifar10.yaml holds 180 runs; of ResNet18: full in both grids (2 x 3 seeds), Tucker and TDLRT at
-    # three settings each (3 x 3 seeds); every run 60 epochs of 45,000 training images (its validation split, the
+    # of suites/cifar10.yaml's runs, ResNet18's: full in both grids (2 x 3 seeds), Tucker and TDLRT at three
+    # settings each (3 x 3 seeds); every run 60 epochs of 45,000 training images (its validation split, the
     # default 10%, held out) and 5,000 validation + 10,000 test images evaluated
     hours, counted, total = gpu_epoch.projected_hours(rows, "bf16")
-    assert (counted, total) == (24, 180)
+    assert (counted, total) == (24, len(expand(load_suite(gpu_epoch.CIFAR10_SUITE))))
     per_run = {r.method: 60 * (45_000 * r.harness / 4 + 15_000 * r.eval_seconds_per_image) for r in rows[1::2]}
     assert hours * 3600 == pytest.approx(6 * per_run["full"] + 9 * per_run["tucker"] + 9 * per_run["tdlrt"])
 

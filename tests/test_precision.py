@@ -40,7 +40,7 @@ def test_precision_is_recorded_and_changes_the_run_identity_while_defaults_keep_
     assert run.config["training"]["precision"] == "bf16" and run.id not in old
     for setting in ({"channels_last": True}, {"channels_last": False}, {"compile": True}):
         assert ids(tiny_suite(training=training(**setting))) != old, setting
-    # every run of a published suite keeps the id it was stored under
+    # every run of a published store is found again, at the id it was stored under, by expanding its suite
     suite = load_suite(ROOT / "suites" / "fashion_mnist.yaml")
     db = ROOT / "results" / "fashion_mnist" / "results.sqlite"
     con = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
@@ -48,7 +48,7 @@ def test_precision_is_recorded_and_changes_the_run_identity_while_defaults_keep_
         stored = {row[0] for row in con.execute("SELECT id FROM runs")}
     finally:
         con.close()
-    assert {r.id for r in expand(suite)} <= stored
+    assert stored and stored <= {r.id for r in expand(suite)}
 
 
 @pytest.mark.parametrize(
@@ -94,16 +94,16 @@ def test_a_run_whose_device_cannot_take_its_precision_fails_at_its_start():
 
 
 def test_bf16_training_of_the_quickstart_learns_like_fp32_and_tables_show_the_precision(tmp_path, write_suite):
-    """The quickstart's methods (dense, Tucker, TDLRT) on 4,000 images of the embedded MNIST subset for 2 epochs,
-    in fp32 and in bf16: every bf16 run reaches within 3 points of its fp32 twin (measured: 0.2-1.1 points), and
-    well above chance. The table names the precision of every row; a table of bf16 runs alone names it too, one
-    of fp32 runs alone does not."""
+    """The quickstart's methods (dense, Tucker, TDLRT) on the embedded MNIST subset (9,000 training images beside
+    the validation split), 2 epochs, in fp32 and in bf16: every bf16 run reaches within 3 points of its fp32 twin
+    (measured: 0.0-0.7 points) and above 90%. The table names the precision of every row; a table of bf16 runs
+    alone names it too, one of fp32 runs alone does not."""
     data = load_suite(ROOT / "suites" / "quickstart.yaml").model_dump(
         mode="json", exclude={"grids", "parts", "training", "budget", "references"}
     )
     data.update(
         training={"epochs": 2, "batch_size": 128, "lr": 0.05, "momentum": 0.9},
-        budget={"train_subset": 4000, "test_subset": 1000},
+        budget={"test_subset": 1000},
         grids=[{"name": "fp32"}, {"name": "bf16", "training": {"precision": "bf16"}}],
     )
     results = tmp_path / "res"
@@ -123,7 +123,7 @@ def test_bf16_training_of_the_quickstart_learns_like_fp32_and_tables_show_the_pr
     assert {p for _, p in acc} == {"fp32", "bf16"} and {m for m, _ in acc} == {"full", "tucker", "tdlrt"}
     for method in ("full", "tucker", "tdlrt"):
         assert abs(acc[method, "bf16"] - acc[method, "fp32"]) <= 3.0, acc
-        assert acc[method, "bf16"] > 75, acc
+        assert acc[method, "bf16"] > 90, acc
     bf16 = build_report(store, where="`training.precision` == 'bf16'")
     fp32 = build_report(store, where="`training.precision` == 'fp32'")
     assert "training.precision" in brief_columns(bf16) and "training.precision" not in brief_columns(fp32)
