@@ -191,24 +191,40 @@ def _extra_message(cls, loc: str) -> str:
 
 
 def _check_shapes(suite: Suite) -> list[tuple[str, str]]:
-    """Build every (model, dataset) pair on the meta device and push one batch through it."""
-    import torch
-
-    from harness.models import create_model
-
+    """Build every (model, dataset) pair and push one batch through it: on the meta device (no memory, no
+    compute), and where that fails on the CPU, so that what is reported is the model's own error (some
+    models cannot be built on the meta device at all)."""
     problems = []
     for m, mname in enumerate(suite.models):
         for dname in suite.datasets:
             spec = DATASETS.get(dname)
             try:
-                with torch.device("meta"):
-                    model = create_model(
-                        mname, in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size
-                    )
-                    model(torch.empty(2, spec.channels, spec.image_size, spec.image_size))
+                probe_model(mname, spec.channels, spec.num_classes, spec.image_size)
             except Exception as exc:
-                problems.append((f"models[{m}]", f"model {mname!r} cannot take dataset {dname!r}: {exc}"))
+                size = f"{spec.channels}x{spec.image_size}x{spec.image_size} images"
+                problems.append((f"models[{m}]", f"model {mname!r} cannot take dataset {dname!r} ({size}): {exc}"))
     return problems
+
+
+def probe_model(name: str, channels: int, num_classes: int, image_size: int) -> None:
+    """Build model ``name`` for the given images and classes and check that a batch of two gives a
+    ``(2, num_classes)`` tensor; raise what went wrong."""
+    import torch
+
+    from harness.models import create_model
+
+    def probe(device: str) -> None:
+        with torch.device(device):
+            model = create_model(name, in_channels=channels, num_classes=num_classes, image_size=image_size)
+            out = model(torch.zeros(2, channels, image_size, image_size))
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"a batch of 2 images gives {got}, not a (2, {num_classes}) tensor of class scores")
+
+    try:
+        probe("meta")
+    except Exception:
+        probe("cpu")
 
 
 def _check_size(parts: list[Suite], source: str, max_runs: int | None) -> None:

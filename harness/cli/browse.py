@@ -150,11 +150,16 @@ def list_(
             f"cannot list {what!r}{did_you_mean(what, [*registries, 'suites'])}; "
             "choose methods, models, datasets or suites"
         )
-    for e in registries[what].entries(pattern):
+    registry = registries[what]
+    for e in registry.entries(pattern):
         extra = ""
         if what == "methods" and e.builder:
             extra = f"  [dim](initializations: {escape(', '.join(e.builder.initializations))})[/]"
         console.print(f"{escape(f'{e.name:18s} {e.description}')}{extra}", highlight=False)
+    for prefix, ns in registry.namespaces.items():  # names resolved on demand: one line, unless asked for them
+        if not pattern.startswith(prefix) and fnmatch.fnmatch(prefix + "x", pattern):
+            more = f"{ns.description}; `harness list {what} '{prefix}*'` lists them"
+            console.print(f"{prefix + '<name>':18s} {more}", highlight=False, markup=False)
 
 
 @store_errors
