@@ -39,6 +39,7 @@ from torch import nn
 
 from harness.layers import LayerStats, layer_report
 from harness.optim import build_optimizer
+from harness.toolkit.modules import resize_tensors
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -107,6 +108,14 @@ class Method:
 
     def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """Hook called after each training epoch, before evaluation. Default: nothing."""
+
+    def load_shapes(self, model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Give a model this method has just prepared the tensor shapes of a trained one (``state_dict`` name ->
+        shape), before the trained weights are loaded into it (:func:`harness.load_model`): ranks that changed
+        during training. Default: every parameter or buffer of another shape is replaced by one of the stored
+        shape (:func:`harness.toolkit.resize_tensors`); a method whose layers keep state derived from their
+        shapes overrides this."""
+        resize_tensors(model, shapes)
 
     def layer_stats(self, model: nn.Module) -> list[LayerStats]:
         """Per-layer statistics (shape, parameters, ranks). Default: the engine's layer report."""

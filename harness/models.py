@@ -27,6 +27,14 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return MODELS.get(name)(**kwargs)
 
 
+def model_args(dataset: str) -> dict[str, int]:
+    """The builder arguments a dataset gives every model: ``in_channels``, ``num_classes``, ``image_size``."""
+    from harness.registry import DATASETS
+
+    spec = DATASETS.get(dataset)
+    return {"in_channels": spec.channels, "num_classes": spec.num_classes, "image_size": spec.image_size}
+
+
 @register_model("lenet5", "LeNet5 (DLRT paper variant): conv20-conv50 5x5, fc500, for 28x28 inputs")
 def lenet5(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
     s = ((image_size - 4) // 2 - 4) // 2

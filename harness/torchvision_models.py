@@ -47,7 +47,6 @@ def adapt_input_channels(model: nn.Module, in_channels: int) -> None:
         raise ValueError(
             f"cannot adapt the first convolution {name!r} (groups={conv.groups}) to {in_channels} channels"
         )
-    like = {"device": conv.weight.device, "dtype": conv.weight.dtype}
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
@@ -57,7 +56,8 @@ def adapt_input_channels(model: nn.Module, in_channels: int) -> None:
         conv.dilation,  # type: ignore[arg-type]
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,
-        **like,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
     )
     replace_module(model, name, new)
 

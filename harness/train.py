@@ -15,6 +15,7 @@ from harness.data import crop_flip, load_tensors
 from harness.layers import parameter_summary
 from harness.memory import PeakMemory, run_tensors
 from harness.method import Method
+from harness.model_file import model_bytes
 from harness.models import create_model
 from harness.optim import lr_factor, set_lr
 from harness.registry import DATASETS, METHODS
@@ -30,6 +31,7 @@ class Callbacks:
     def run_start(self, epochs: int, steps_per_epoch: int) -> None: ...
     def step(self, n: int = 1) -> None: ...
     def epoch_end(self, row: dict[str, Any]) -> None: ...
+    def model_file(self, data: bytes) -> None: ...  # the trained model's file (harness.model_file), to keep
 
 
 def resolve_device(device: str) -> torch.device:
@@ -162,6 +164,9 @@ def train_run(
         "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
         **parameter_summary(model, layers, full_params),
     }
+    saved = model_bytes(model, config)  # kept by the callbacks (the run's results directory), its size reported
+    metrics["model_bytes"] = len(saved)
+    cb.model_file(saved)
     return metrics
 
 

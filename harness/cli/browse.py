@@ -119,9 +119,37 @@ def merge(
             counts = dest.merge_from(Store(src))
         except (FileNotFoundError, ValueError) as exc:
             fail(str(exc))
+        counts["models"] = take_models(Store(src), dest)
         console.print(
             f"{src} -> {into}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()), highlight=False
         )
+
+
+def take_models(src: Store, dest: Store) -> int:
+    """Copy the model files (RESULTS/runs/<id>/) of the runs whose result ``dest`` now holds from ``src`` (the same
+    start and finish), where ``dest`` has none; returns how many."""
+    import shutil
+
+    from harness.model_file import run_dir, run_model_path
+
+    ours = {r["id"]: r for r in dest.runs()}
+    taken = 0
+    for r in src.runs():
+        mine = ours.get(r["id"])
+        if (
+            mine is None
+            or mine["status"] != RunStatus.DONE
+            or (mine["started"], mine["finished"])
+            != (
+                r["started"],
+                r["finished"],
+            )
+        ):
+            continue
+        if run_model_path(src.dir, r["id"]).is_file() and not run_model_path(dest.dir, r["id"]).is_file():
+            shutil.copytree(run_dir(src.dir, r["id"]), run_dir(dest.dir, r["id"]), dirs_exist_ok=True)
+            taken += 1
+    return taken
 
 
 def list_(

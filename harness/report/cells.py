@@ -40,6 +40,7 @@ HEADERS = {
     "compression_train": "train compression (%)",
     "params_inference": "params (inference)",
     "params_train": "params (training)",
+    "model_bytes": "model file",
     "flops": "FLOPs (inference)",
     "epoch_seconds": "s / epoch",
     "train_seconds": "train s",
@@ -108,6 +109,16 @@ def si(v: float) -> str:
     return f"{v:.0f}"
 
 
+def file_size(v: float) -> str:
+    """A size in bytes as a reader writes it: 1725920 -> '1.73 MB' (decimal prefixes)."""
+    if missing(v):
+        return ""
+    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(v) >= div:
+            return f"{v / div:.3g} {unit}"
+    return f"{v:.0f} B"
+
+
 def pm(mean: Any, std: Any, digits: int = 2) -> str:
     """``mean ± std``; only the mean where there is no spread (one run), an em dash where no mean."""
     if missing(mean):
@@ -136,6 +147,8 @@ def format_cell(col: str, row: pd.Series) -> str:
         return "—"
     if col == "flops":
         return si(v)
+    if col == "model_bytes":
+        return file_size(v)
     fmt = _NUMBER_FORMATS.get(col)
     if fmt is not None:
         try:

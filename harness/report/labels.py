@@ -24,6 +24,7 @@ RUN_METRICS = (
     "compression_train",
     "params_inference",
     "params_train",
+    "model_bytes",
     "flops",
     "epoch_seconds",
     "train_seconds",

@@ -23,7 +23,15 @@ from .errors import ReportError
 from .query import where_mask
 
 DEFAULT_REFERENCE = "full"
-_MEANS = ("params_inference", "params_train", "flops", "epoch_seconds", "train_seconds", "peak_memory_mb")
+_MEANS = (
+    "params_inference",
+    "params_train",
+    "model_bytes",
+    "flops",
+    "epoch_seconds",
+    "train_seconds",
+    "peak_memory_mb",
+)
 _ORDER = (
     "method",
     "params",
@@ -212,7 +220,9 @@ def default_columns(summary: pd.DataFrame, training_cols: Sequence[str]) -> list
     """The columns shown unless --columns says otherwise (failed, unfinished and ranks where there are any)."""
     cols = ["dataset", "model", "budget", *training_cols, "method", "params", "initialization", "n"]
     cols += [c for c in ("failed", "unfinished") if summary[c].any()]
-    cols += ["acc", "delta_acc", "compression", "params_inference", "flops", "epoch_seconds", "peak_memory_mb"]
+    cols += ["acc", "delta_acc", "compression", "params_inference"]
+    cols += ["model_bytes"] if bool(summary["model_bytes"].notna().any()) else []  # runs that kept their model
+    cols += ["flops", "epoch_seconds", "peak_memory_mb"]
     return cols + (["ranks"] if bool((summary["ranks"] != "").any()) else [])
 
 

@@ -1,7 +1,8 @@
 """The public toolkit for writing methods: everything a built-in method uses, a plugin may use too.
 
 - layers: :func:`select_layers` (shell patterns over module names, or the default choice),
-  :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`replace_module`;
+  :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`replace_module`, :func:`resize_tensors` (a
+  prepared model given a trained one's tensor shapes, for loading it);
 - ranks: :func:`resolve_rank` / :func:`rank_from_fraction` (one rounding rule for every method);
 - deterministic linear algebra: :func:`single_threaded`; :func:`generator_seed`;
 - capture of layer inputs, outputs and output gradients: :class:`Capture`;
@@ -17,6 +18,7 @@ from harness.toolkit.modules import (
     candidate_layers,
     generator_seed,
     replace_module,
+    resize_tensors,
     select_layers,
     unmatched_patterns,
 )
@@ -43,6 +45,7 @@ __all__ = [
     "rank_from_fraction",
     "replace_module",
     "reshape_parameter",
+    "resize_tensors",
     "resolve_rank",
     "select_layers",
     "single_threaded",
