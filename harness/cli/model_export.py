@@ -31,19 +31,25 @@ def find_run(store: Store, wanted: str) -> tuple[dict[str, Any], str]:
     return run, labels[run["id"]]
 
 
-def verify_accuracy(path: Path, run: dict[str, Any], data_root: Path | None) -> tuple[float, float]:
-    """The test accuracy of the model rebuilt from ``path`` on the run's test data, and the run's stored one."""
+def verify_accuracy(path: Path, run: dict[str, Any], data_root: Path | None) -> tuple[float, float, str]:
+    """The test accuracy of the model rebuilt from ``path`` on the run's test data, the run's stored one, and the
+    device evaluated on: the run's own where this machine has it (numerics differ between devices), else the CPU."""
+    import torch
+
     from harness.config import Training
     from harness.data import load_tensors
     from harness.model_file import load_model
     from harness.train import evaluate
 
     config = run["config"]
+    device = str(run["metrics"].get("device") or "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
     budget = config.get("budget") or {}
-    data = load_tensors(config["dataset"], data_root, "cpu", budget.get("train_subset"), budget.get("test_subset"))
+    data = load_tensors(config["dataset"], data_root, device, budget.get("train_subset"), budget.get("test_subset"))
     batch = Training.model_validate(config["training"]).eval_batch_size
-    acc, _ = evaluate(load_model(path), data.test_x, data.test_y, batch)
-    return acc, run["metrics"]["final_acc"]
+    acc, _ = evaluate(load_model(path, device), data.test_x, data.test_y, batch)
+    return acc, run["metrics"]["final_acc"], device
 
 
 @store_errors
@@ -91,12 +97,16 @@ def export_model(
     )
     if verify:
         try:
-            acc, stored_acc = verify_accuracy(out, found, data_root)
+            acc, stored_acc, device = verify_accuracy(out, found, data_root)
         except (ModelFileError, FileNotFoundError) as exc:
             fail(str(exc))
         same = "the same" if acc == stored_acc else "DIFFERENT"
+        where = (
+            "" if device == found["metrics"].get("device") else f"; evaluated on {device}, the run on another device"
+        )
         console.print(
-            f"rebuilt from {out}: test accuracy {100 * acc:.2f}% ({same} as the stored run: {100 * stored_acc:.2f}%)",
+            f"rebuilt from {out}: test accuracy {100 * acc:.2f}% ({same} as the stored run: {100 * stored_acc:.2f}%"
+            f"{where})",
             highlight=False,
             markup=False,
         )
