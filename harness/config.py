@@ -92,6 +92,44 @@ class Budget(Strict):
     epochs: int | None = Field(None, ge=1)
 
 
+class Validation(Strict):
+    """The validation split: carved from the training images with its own seed, before any budget applies.
+
+    ``size`` below 1 is a fraction of the training images, from 1 on a count; 0 means no validation split (the
+    earlier protocol: no epoch is selected, runs are judged by their final epoch). A run's identity holds the
+    split only when there is one (:func:`validation_identity`)."""
+
+    size: float = Field(0.1, ge=0)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if data is None or data is False:
+            return {"size": 0}
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return {"size": data}
+        return data
+
+    @model_validator(mode="after")
+    def _whole_count(self) -> Validation:
+        if self.size >= 1 and not float(self.size).is_integer():
+            raise ValueError(f"size {self.size:g}: a fraction is below 1, a count of images is a whole number")
+        return self
+
+    def count(self, n: int) -> int:
+        """How many of ``n`` training images the split takes."""
+        return round(self.size * n) if self.size < 1 else int(self.size)
+
+
+def validation_identity(validation: Validation) -> dict[str, Any] | None:
+    """The split as it enters a run's configuration: None for no split (so runs without one keep their ids)."""
+    if validation.size == 0:
+        return None
+    size = int(validation.size) if validation.size >= 1 else validation.size
+    return {"size": size, "seed": validation.seed}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # a resolved run and its identity
 
@@ -189,11 +227,13 @@ def setting_label(method: str, params: Any, keys: Iterable[str] | None = None) -
 
 
 def run_label(config: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
-    """``dataset/model/method[params]/initialization/s<seed>``; ``keys`` limits the parameters shown."""
+    """``dataset/model/method[params]/initialization/s<seed>`` (a tuning trial adds ``/trial<i>``, a run of a
+    tuned setting ``/tuned``); ``keys`` limits the parameters shown."""
     c = config
+    role = f"/trial{c['trial']['index']}" if c.get("trial") else "/tuned" if c.get("tuned") else ""
     return (
         f"{c['dataset']}/{c['model']}/{setting_label(c['method'], c.get('params') or {}, keys)}"
-        f"/{c['initialization']}/s{c['seed']}"
+        f"/{c['initialization']}/s{c['seed']}{role}"
     )
 
 
@@ -254,6 +294,8 @@ class EpochRecord:
     seconds: float
     lr: float
     layers: list[dict[str, Any]] = field(default_factory=list)
+    val_acc: float | None = None  # None: the run has no validation split
+    val_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -264,6 +306,8 @@ class EpochRecord:
             "seconds": self.seconds,
             "lr": self.lr,
             "layers": self.layers,
+            "val_acc": self.val_acc,
+            "val_loss": self.val_loss,
         }
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.config import Validation
 from harness.registry import DATASETS
 
 
@@ -121,6 +122,8 @@ class TensorData:
     test_y: torch.Tensor
     num_classes: int
     augment: bool
+    val_x: torch.Tensor | None = None  # None: no validation split
+    val_y: torch.Tensor | None = None
 
 
 def default_data_root() -> Path:
@@ -374,6 +377,15 @@ def missing_datasets(names: Iterable[str], root: Path | None = None, download: b
 
 
 # -- tensors on the device ----------------------------------------------------------------------------
+def validation_split(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) indices of ``n`` training images: ``count`` of them, drawn by a permutation seeded
+    with ``seed`` alone (not the run's seed), are held out. Both sorted, disjoint, together all ``n``."""
+    if not 0 <= count < n:
+        raise ValueError(f"a validation split of {count} images leaves none of the {n} training images to train on")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[count:]), np.sort(order[:count])
+
+
 def subset_indices(n: int, k: int | None) -> np.ndarray:
     """The first ``k`` of a fixed (seed 0) permutation: the same subset for every run and seed."""
     if k is None or k >= n:
@@ -402,19 +414,26 @@ def load_tensors(
     train_subset: int | None = None,
     test_subset: int | None = None,
     download: bool = True,
+    validation: Validation | None = None,
 ) -> TensorData:
-    """Load a registered dataset as normalized tensors on ``device`` (cached per process)."""
+    """Load a registered dataset as normalized tensors on ``device`` (cached per process).
+
+    With a ``validation`` split, its images are held out of the training images first (:func:`validation_split`);
+    ``train_subset`` then draws from the rest, so a budget never changes which images validate."""
     spec: DatasetSpec = DATASETS.get(name)
     root = Path(root) if root is not None else default_data_root()
     device = torch.device(device)
-    key = (name, str(root), str(device), train_subset, test_subset)
+    held = validation if validation is not None and validation.size > 0 else None
+    split = (held.size, held.seed) if held else None
+    key = (name, str(root), str(device), train_subset, test_subset, split)
     if key not in _CACHE:
         arrays = spec.load(root, download)
         check_arrays(spec, arrays)
         x, y, xt, yt = (np.asarray(a) for a in arrays)
         y, yt = y.astype(np.int64, copy=False), yt.astype(np.int64, copy=False)
-        tr, te = subset_indices(len(x), train_subset), subset_indices(len(xt), test_subset)
-        _CACHE[key] = TensorData(
+        rest, val = validation_split(len(x), held.count(len(x)), held.seed) if held else (np.arange(len(x)), None)
+        tr, te = rest[subset_indices(len(rest), train_subset)], subset_indices(len(xt), test_subset)
+        data = TensorData(
             name,
             _to_tensor(x[tr], spec, device),
             torch.from_numpy(y[tr]).to(device),
@@ -423,6 +442,9 @@ def load_tensors(
             spec.num_classes,
             spec.augment,
         )
+        if val is not None:
+            data.val_x, data.val_y = _to_tensor(x[val], spec, device), torch.from_numpy(y[val]).to(device)
+        _CACHE[key] = data
     return _CACHE[key]
 
 

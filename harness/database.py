@@ -48,6 +48,7 @@ class Database:
                 self._check(con)
                 con.execute("PRAGMA journal_mode=WAL")
                 con.executescript(self.schema)
+                self.migrate(con)
                 self._ready = True
             if write:
                 con.execute("PRAGMA synchronous=NORMAL")
@@ -64,6 +65,10 @@ class Database:
             con.close()
             raise
         return con
+
+    def migrate(self, con: sqlite3.Connection) -> None:
+        """After the schema, before the first write: bring a file made by an older version up to it (columns added
+        since; nothing is ever dropped or rewritten). Default: nothing."""
 
     def _check(self, con: sqlite3.Connection) -> None:
         """Before the first write: a damaged file is refused (and left untouched), not written into."""

@@ -28,12 +28,14 @@ def run_limit() -> int:
 
 
 def count_runs(grid: Any) -> int:
-    """The runs a schema-valid grid (a :class:`harness.suite.Suite`) expands to at most (before duplicates)."""
+    """The runs a schema-valid grid (a :class:`harness.suite.Suite`) expands to at most (before duplicates); a
+    tuned grid's settings each have their trials beside their seeds."""
     per_pair = 0
     for entry in grid.methods:
         settings = math.prod(len(v) if isinstance(v, list) else 1 for v in entry.params.values())
         per_pair += settings * len(entry.initializations or grid.initializations)
-    return len(grid.datasets) * len(grid.models) * per_pair * len(grid.seeds)
+    per_setting = len(grid.seeds) + (grid.tuning.trials if getattr(grid, "tuning", None) is not None else 0)
+    return len(grid.datasets) * len(grid.models) * per_pair * per_setting
 
 
 def too_many(counts: list[int], limit: int) -> str | None:

@@ -74,8 +74,12 @@ class Target:
     path: Path | None = None
 
     def runs(self) -> list[RunSpec] | None:
-        """The suite's runs; None for a results directory (all of its runs count)."""
-        return expand(self.suite) if self.suite is not None else None
+        """The suite's runs (a tuned suite: its trials, and the chosen settings' runs once the trials are settled);
+        None for a results directory (all of its runs count)."""
+        if self.suite is None:
+            return None
+        stored = {r["id"]: r for r in self.store.runs()} if self.store.exists() else None
+        return expand(self.suite, stored)
 
     def references(self) -> list[Path]:
         """The suite's file of published numbers, beside the suite file, if it names one."""

@@ -50,11 +50,18 @@ def make_progress(console: Console) -> Progress:
 
 
 def summary(metrics: dict[str, Any]) -> str:
-    """One line of a finished run's metrics: accuracy, compression (in percent), size, speed and ranks."""
+    """One line of a finished run's metrics: accuracy (with a validation split: the test accuracy at the epoch best
+    on validation), compression (in percent), size, speed and ranks."""
     m = shown(metrics)
+    if m.get("best_val_acc") is not None:  # judged at the epoch best on validation
+        judged = [
+            f"acc {m['test_acc_at_best_val']:.2f}% at epoch {m['best_epoch']} (val {m['best_val_acc']:.2f}%)",
+            f"final {m['final_acc']:.2f}%",
+        ]
+    else:
+        judged = [f"acc {m['final_acc']:.2f}%", f"best {m['best_acc']:.2f}%"]
     parts = [
-        f"acc {m['final_acc']:.2f}%",
-        f"best {m['best_acc']:.2f}%",
+        *judged,
         f"compression {m['compression']:.1f}%",
         f"{metrics['params_inference']:,} params",
         f"{metrics['epoch_seconds']:.1f} s/epoch",

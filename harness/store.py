@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS epochs (
     seconds REAL,
     lr REAL,
     layers TEXT,
+    val_acc REAL,
+    val_loss REAL,
     PRIMARY KEY (run_id, epoch)
 );
 CREATE TABLE IF NOT EXISTS history (
@@ -132,6 +134,13 @@ class Store(Database):
     schema = _SCHEMA
     filename = DB_NAME
 
+    def migrate(self, con: sqlite3.Connection) -> None:
+        """Stores made before the validation split lack the epochs' validation columns: add them (empty)."""
+        have = {row["name"] for row in con.execute("PRAGMA table_info(epochs)")}
+        for column in ("val_acc", "val_loss"):
+            if column not in have:
+                con.execute(f"ALTER TABLE epochs ADD COLUMN {column} REAL")
+
     # -- grid bookkeeping -------------------------------------------------------------------------
     def add_runs(self, suite: str, runs: Iterable[RunSpec]) -> int:
         """Insert runs not yet in the store as pending; returns how many were new."""
@@ -194,8 +203,8 @@ class Store(Database):
     def add_epoch(self, rid: str, row: dict[str, Any]) -> None:
         with self.transaction() as con:
             con.execute(
-                "INSERT OR REPLACE INTO epochs (run_id, epoch, train_loss, test_acc, test_loss, seconds, lr, layers)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO epochs (run_id, epoch, train_loss, test_acc, test_loss, seconds, lr, layers,"
+                " val_acc, val_loss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rid,
                     row["epoch"],
@@ -205,6 +214,8 @@ class Store(Database):
                     row.get("seconds"),
                     row.get("lr"),
                     json.dumps(row.get("layers")),
+                    row.get("val_acc"),
+                    row.get("val_loss"),
                 ),
             )
 

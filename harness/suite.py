@@ -14,16 +14,27 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
-from harness.config import Budget, RunSpec, Strict, Training, did_you_mean, identity_dump
+from harness.config import (
+    Budget,
+    RunSpec,
+    Strict,
+    Training,
+    Validation,
+    did_you_mean,
+    identity_dump,
+    run_id,
+    validation_identity,
+)
 from harness.grid_size import MAX_RUNS_ENV, count_runs, run_limit, too_many
 from harness.registry import DATASETS, METHODS, MODELS, UnknownNameError
+from harness.tuning import MethodTuning, Tuning, check_space, choose, sample, score, trial_config, with_setting
 
 
 class SuiteError(ValueError):
@@ -41,6 +52,7 @@ class MethodEntry(Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     initializations: list[str] | None = None
+    tuning: MethodTuning | None = None  # keys this method adds to the suite's tuning space
     # the sweep's parameter settings, validated and resolved (defaults filled in) once, while the suite is parsed
     _settings: list[dict[str, Any]] = PrivateAttr(default_factory=list)
 
@@ -58,7 +70,7 @@ def _check_registered(registry, name: str) -> str:
     return name
 
 
-GRID_KEYS = ("datasets", "models", "methods", "initializations", "seeds", "training", "budget")
+GRID_KEYS = ("datasets", "models", "methods", "initializations", "seeds", "training", "budget", "validation", "tuning")
 
 
 class Grid(Strict):
@@ -72,6 +84,8 @@ class Grid(Strict):
     seeds: Any = None
     training: dict[str, Any] = Field(default_factory=dict)
     budget: dict[str, Any] = Field(default_factory=dict)
+    validation: Any = None
+    tuning: Any = None
 
 
 class Suite(Strict):
@@ -86,6 +100,8 @@ class Suite(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     training: Training = Field(default_factory=Training)
     budget: Budget = Field(default_factory=Budget)
+    validation: Validation = Field(default_factory=Validation)
+    tuning: Tuning | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     references: str | None = None  # a file of published numbers the report shows beside these
     report: bool = False  # `harness run` ends by writing the report and printing its comparison table
@@ -171,6 +187,7 @@ def _check_methods(suite: Suite) -> list[tuple[str, str]]:
             except ValidationError as err:
                 for loc, msg in _problems(err, f"methods[{i}].params"):
                     problems.append((loc, msg.replace("Extra inputs are not permitted", _extra_message(cls, loc))))
+        problems += _check_tuning(suite, i, entry, cls)
         inits = entry.initializations or suite.initializations
         for j, init in enumerate(inits):
             try:
@@ -178,6 +195,23 @@ def _check_methods(suite: Suite) -> list[tuple[str, str]]:
             except ValueError as exc:
                 where = f"methods[{i}].initializations[{j}]" if entry.initializations else f"initializations[{j}]"
                 problems.append((where, str(exc)))
+    return problems
+
+
+def _check_tuning(suite: Suite, i: int, entry: MethodEntry, cls: Any) -> list[tuple[str, str]]:
+    """A method's tuning space checked against its parameters and the training settings (key paths: where each
+    key was written, the suite's ``tuning.space`` or the entry's ``methods[i].tuning.space``)."""
+    if suite.tuning is None:
+        if entry.tuning is not None:
+            return [(f"methods[{i}].tuning", "a method's tuning adds to the suite's: declare `tuning:` for the suite")]
+        return []
+    own = entry.tuning.space if entry.tuning else None
+    space = suite.tuning.space.merged(own)
+    problems = []
+    for section, key, msg in check_space(space, suite.tuning, cls.Params, entry.name):
+        mine = own is not None and key in getattr(own, section, {})
+        where = f"methods[{i}].tuning.space" if mine else "tuning.space"
+        problems.append((f"{where}.{section}.{key}" if key else where, msg))
     return problems
 
 
@@ -298,6 +332,8 @@ def _validate_grid(data: dict[str, Any], source: str, prefix: str) -> Suite:
 def _check_grid(suite: Suite, source: str, prefix: str) -> None:
     """Every parameter setting validated (and resolved) and every model built: what the schema cannot check."""
     found = _check_methods(suite) + _check_shapes(suite)
+    if suite.tuning is not None and suite.validation.size == 0:
+        found.append(("validation", "tuning chooses on the validation split: give it a size above 0 (default 0.1)"))
     problems = [(f"{prefix}.{loc}" if prefix else loc, msg) for loc, msg in found]
     problems = list(dict.fromkeys(problems))  # a sweep repeats them
     if problems:
@@ -381,42 +417,94 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
-def expand(suite: Suite) -> list[RunSpec]:
-    """All runs of a suite (every grid of it), in grid order, without duplicates."""
-    return list(iter_runs(suite))
+Results = Mapping[str, Mapping[str, Any]]
 
 
-def iter_runs(suite: Suite) -> Iterator[RunSpec]:
+def expand(suite: Suite, results: Results | None = None) -> list[RunSpec]:
+    """All runs of a suite (every grid of it), in grid order, without duplicates.
+
+    A tuned grid gives its trials, and, for each setting whose trials are all settled in ``results`` (stored runs
+    by id), the runs of the chosen setting with the suite's seeds (see :mod:`harness.tuning`)."""
+    return list(iter_runs(suite, results))
+
+
+def iter_runs(suite: Suite, results: Results | None = None) -> Iterator[RunSpec]:
     """The runs of :func:`expand`, made one at a time (only their ids are kept, to drop duplicates)."""
     seen: set[str] = set()
     for part in suite.parts or [suite]:
-        for spec in _expand_grid(part):
+        for spec in _expand_grid(part, results):
             if spec.id not in seen:
                 seen.add(spec.id)
                 yield spec
 
 
-def _expand_grid(suite: Suite) -> Iterator[RunSpec]:
+def _expand_grid(suite: Suite, results: Results | None) -> Iterator[RunSpec]:
     training = identity_dump(suite.training)
     budget = identity_dump(suite.budget)
     if budget["epochs"] is not None:
         training["epochs"] = min(training["epochs"], budget["epochs"])
+    validation = validation_identity(suite.validation)
     for dataset, model, entry in itertools.product(suite.datasets, suite.models, suite.methods):
         if not entry._settings:
             raise ValueError("expand a suite read by parse_suite or load_suite (they resolve its parameters)")
         cls = METHODS.get(entry.name)
         for params in entry._settings:  # resolved once, by parse_suite
             for init in entry.initializations or suite.initializations:
-                for seed in suite.seeds:
-                    yield RunSpec.of(
-                        {
-                            "dataset": dataset,
-                            "model": model,
-                            "method": entry.name,
-                            "params": params,
-                            "initialization": cls.resolve_initialization(init),
-                            "seed": seed,
-                            "training": training,
-                            "budget": budget,
-                        }
-                    )
+                base: dict[str, Any] = {
+                    "dataset": dataset,
+                    "model": model,
+                    "method": entry.name,
+                    "params": params,
+                    "initialization": cls.resolve_initialization(init),
+                    "seed": 0,
+                    "training": training,
+                    "budget": budget,
+                }
+                if validation is not None:
+                    base["validation"] = validation
+                if suite.tuning is None:
+                    for seed in suite.seeds:
+                        yield RunSpec.of({**base, "seed": seed})
+                else:
+                    yield from _tuned(suite.tuning, entry, cls, base, suite.seeds, results)
+
+
+def tuning_space(tuning: Tuning, entry: MethodEntry) -> Any:
+    """The space a method entry is tuned over: the suite's, with the entry's own keys added."""
+    return tuning.space.merged(entry.tuning.space if entry.tuning else None)
+
+
+def _tuned(
+    tuning: Tuning, entry: MethodEntry, cls: Any, base: dict[str, Any], seeds: list[int], results: Results | None
+) -> Iterator[RunSpec]:
+    """A tuned setting's trials, then (once they are all settled in ``results``) its chosen setting's runs."""
+    space = tuning_space(tuning, entry)
+    tid = tuning.ident(space)
+    settings = sample(space, tuning)
+    keys = [f"{section}.{key}" for section, key, _ in space.dimensions()]
+    about = {
+        "tuning": tid,
+        "setting": run_id(base)[:10],  # the setting tuned (a sweep may tune several with one space)
+        "space": space.describe(),
+        "keys": keys,
+        "trials": tuning.trials,
+        "metric": tuning.metric,
+    }
+    trials = [
+        RunSpec.of({**trial_config(base, s, cls.Params, tuning), "trial": {**about, "index": i}})
+        for i, s in enumerate(settings)
+    ]
+    yield from trials
+    if results is None:
+        return
+    try:
+        scores = [score(results.get(t.id), tuning.metric) for t in trials]
+    except KeyError:  # a trial not yet settled: nothing is chosen yet
+        return
+    best = choose(scores)
+    if best is None:
+        return
+    chosen = with_setting(base, settings[best], cls.Params)
+    for seed in seeds:
+        tuned = {"tuning": tid, "setting": about["setting"], "trial": best, "keys": keys}
+        yield RunSpec.of({**chosen, "seed": seed, "tuned": tuned})

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.config import EpochRecord, Training
+from harness.config import EpochRecord, Training, Validation
 from harness.data import crop_flip, load_tensors
 from harness.layers import parameter_summary
 from harness.memory import PeakMemory, run_tensors
@@ -93,8 +93,15 @@ def train_run(
     dev = resolve_device(device)
     training = Training.model_validate(config["training"])
     budget = config.get("budget") or {}
+    validation = Validation.model_validate(config.get("validation"))
     data = load_tensors(
-        config["dataset"], data_root, dev, budget.get("train_subset"), budget.get("test_subset"), download=download
+        config["dataset"],
+        data_root,
+        dev,
+        budget.get("train_subset"),
+        budget.get("test_subset"),
+        download=download,
+        validation=validation,
     )
     method, model, full_params = build(config, dev)
     optimizer = method.make_optimizer(model, training)
@@ -143,14 +150,20 @@ def train_run(
                 raise DivergedError(_diverged(epoch, steps - 1, training))
             with mem.excluded():
                 acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
+                val_acc, val_loss = (
+                    evaluate(model, data.val_x, data.val_y, training.eval_batch_size)
+                    if data.val_x is not None and data.val_y is not None
+                    else (None, None)
+                )
             stats = [s.to_dict() for s in method.layer_stats(model)]
-            row = EpochRecord(epoch, train_loss, acc, test_loss, seconds, lr, stats).to_dict()
+            row = EpochRecord(epoch, train_loss, acc, test_loss, seconds, lr, stats, val_acc, val_loss).to_dict()
             epochs.append(row)
             cb.epoch_end(row)
     layers = method.layer_stats(model)
     metrics: dict[str, Any] = {
         "final_acc": epochs[-1]["test_acc"],
         "best_acc": max(e["test_acc"] for e in epochs),
+        **selected_epoch(epochs),
         "final_train_loss": epochs[-1]["train_loss"],
         "final_test_loss": epochs[-1]["test_loss"],
         "epoch_seconds": sum(e["seconds"] for e in epochs) / len(epochs),
@@ -160,6 +173,7 @@ def train_run(
         "peak_memory_mb": mem.peak_mb,
         "device": str(dev),
         "train_size": n,
+        "val_size": 0 if data.val_x is None else len(data.val_x),
         "test_size": len(data.test_x),
         "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
         **parameter_summary(model, layers, full_params),
@@ -168,6 +182,23 @@ def train_run(
     metrics["model_bytes"] = len(saved)
     cb.model_file(saved)
     return metrics
+
+
+def selected_epoch(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch a run is judged by, chosen on validation alone: the first with the highest validation accuracy.
+
+    Gives ``best_epoch`` (counted from 0, as stored), ``best_val_acc`` and ``test_acc_at_best_val``; nothing for a
+    run without a validation split (it is judged by its final epoch; the test set never selects one)."""
+    scored = [(e["val_acc"], -i) for i, e in enumerate(epochs) if e.get("val_acc") is not None]
+    if not scored:
+        return {}
+    best = -max(scored)[1]
+    return {
+        "best_epoch": epochs[best]["epoch"],
+        "best_val_acc": epochs[best]["val_acc"],
+        "test_acc_at_best_val": epochs[best]["test_acc"],
+        "final_val_acc": epochs[-1]["val_acc"],
+    }
 
 
 def _diverged(epoch: int, step: int, training: Training) -> str:

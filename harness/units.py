@@ -16,6 +16,10 @@ PERCENT_KEYS: frozenset[str] = frozenset(
         "final_acc",
         "best_acc",
         "test_acc",
+        "val_acc",
+        "best_val_acc",
+        "final_val_acc",
+        "test_acc_at_best_val",
         "compression",
         "compression_train",
         "compression_conv",
@@ -23,7 +27,7 @@ PERCENT_KEYS: frozenset[str] = frozenset(
     }
 )
 #: Stored counting from 0, shown counting from 1.
-EPOCH_KEY = "epoch"
+EPOCH_KEYS: frozenset[str] = frozenset({"epoch", "best_epoch"})
 
 
 def percent(fraction: float) -> float:
@@ -37,11 +41,13 @@ def _number(v: Any) -> bool:
 
 def shown(record: Mapping[str, Any]) -> dict[str, Any]:
     """A stored record (a run's metrics, an epoch row) in the units a user sees: the :data:`PERCENT_KEYS` in
-    percent, ``epoch`` counted from 1; every other key, and a missing or non-numeric value, as it was."""
+    percent, ``epoch`` and ``best_epoch`` counted from 1; every other key, and a missing or non-numeric value, as it
+    was."""
     out = dict(record)
     for key in PERCENT_KEYS & out.keys():
         if _number(out[key]):
             out[key] = percent(out[key])
-    if _number(out.get(EPOCH_KEY)):
-        out[EPOCH_KEY] = int(out[EPOCH_KEY]) + 1
+    for key in EPOCH_KEYS & out.keys():
+        if _number(out[key]):
+            out[key] = int(out[key]) + 1
     return out

@@ -166,25 +166,101 @@ def run(
 ) -> None:
     """Expand a suite into runs and train every run not yet done; a killed grid resumes where it stopped."""
     path, s = load(suite, budget, models, datasets, grids, max_runs)
-    runs = expand(s)
+    runs = expand(s)  # a tuned suite: its trials (the chosen settings' runs follow, below)
     store = Store(results or default_results(s, budget=bool(budget)))
     published = is_published(store.dir)
     if published and not into_published and not dry_run:  # before anything is read, downloaded or trained
         fail(write_refusal(store.dir, "harness run", "--results DIR to train into a results directory of your own"))
-    labels = dict(zip([r.id for r in runs], short_run_labels([r.config for r in runs]), strict=True))
     state = {r["id"]: r["status"] for r in store.runs([r.id for r in runs])}
     if not (executor == "ray" and address):  # the nodes of a Ray cluster read their own data roots
         require_data(datasets_to_train(runs, state, rerun_failed, force), data_root, download and not dry_run)
     if dry_run:
-        for r in runs:
+        later = expand(s, stored_by_id(store)) if tuned(s) else runs
+        state = {r["id"]: r["status"] for r in store.runs([r.id for r in later])}
+        labels = dict(zip([r.id for r in later], short_run_labels([r.config for r in later]), strict=True))
+        for r in later:
             console.print(f"{r.id}  {state.get(r.id, 'new'):8s} {labels[r.id]}", highlight=False, markup=False)
         note = f" (published: harness run adds to it only with {FLAG})" if published else ""
-        console.print(f"{len(runs)} runs in {path}; results in {store.dir}{note}", highlight=False, markup=False)
+        pending_note = " (a tuned setting's runs are listed once its trials are settled)" if tuned(s) else ""
+        console.print(
+            f"{len(later)} runs in {path}{pending_note}; results in {store.dir}{note}", highlight=False, markup=False
+        )
         return
-    p = plan(store, s.name, runs, rerun_failed=rerun_failed, force=force)
+    if executor not in ("local", "ray"):
+        fail(f"unknown executor {executor!r}; choose local or ray")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        fail(RAY_MISSING)
+    options = Options(data_root=data_root, device=device or s.device, download=download, threads=threads)
+
+    def train(todo: list[RunSpec], stage: str, note: str) -> dict[RunStatus, int]:
+        return train_runs(
+            store,
+            s,
+            path,
+            options,
+            todo,
+            stage,
+            note,
+            rerun_failed=rerun_failed,
+            force=force,
+            executor=executor,
+            address=address,
+            cpus_per_run=cpus_per_run,
+            workers=workers,
+        )
+
+    tally = train(runs, "trials" if tuned(s) else "", budget_note(s, budget, results))
+    if tuned(s):  # the chosen setting of every tuned setting whose trials are all settled, with the suite's seeds
+        known = {r.id for r in runs}
+        runs = expand(s, stored_by_id(store))
+        chosen = [r for r in runs if r.id not in known]
+        if chosen:
+            more = train(chosen, "tuned settings", "")
+            tally = {k: tally[k] + more[k] for k in tally}
+    final = store.counts([r.id for r in runs])
+    done, failed, pending = RunStatus.DONE, RunStatus.FAILED, RunStatus.PENDING
     console.print(
-        f"suite [bold]{s.name}[/] ({path}): {len(runs)} runs, {p.done} done, {p.failed} failed, "
-        f"{len(p.todo)} to train; results in {store.dir}" + budget_note(s, budget, results),
+        f"finished: {tally[done]} done, {tally[failed]} failed in this call; suite now "
+        f"{final[done]} done, {final[failed]} failed, {final[pending]} pending",
+        highlight=False,
+    )
+    end_of_run(store, s, path, report)
+    if tally[failed]:
+        raise typer.Exit(1)
+
+
+def tuned(s: Suite) -> bool:
+    """Whether any grid of the suite is tuned."""
+    return any(p.tuning is not None for p in s.parts or [s])
+
+
+def stored_by_id(store: Store) -> dict[str, dict]:
+    """Every stored run by id (what a tuned suite's choice reads)."""
+    return {r["id"]: r for r in store.runs()} if store.exists() else {}
+
+
+def train_runs(
+    store: Store,
+    s: Suite,
+    path: Path,
+    options: Options,
+    runs: list[RunSpec],
+    stage: str,
+    note: str,
+    *,
+    rerun_failed: bool,
+    force: bool,
+    executor: str,
+    address: str | None,
+    cpus_per_run: int,
+    workers: int,
+) -> dict[RunStatus, int]:
+    """Register ``runs``, say what stands, train those to train; the executor's counts."""
+    p = plan(store, s.name, runs, rerun_failed=rerun_failed, force=force)
+    what = f" ({stage})" if stage else ""
+    console.print(
+        f"suite [bold]{s.name}[/] ({path}): {len(runs)} runs{what}, {p.done} done, {p.failed} failed, "
+        f"{len(p.todo)} to train; results in {store.dir}" + note,
         highlight=False,
     )
     if p.released:
@@ -193,31 +269,17 @@ def run(
         console.print(f"{p.failed} failed run(s) are kept as failed; --rerun-failed trains them again", highlight=False)
     if not p.todo:
         console.print("nothing to do")
-        end_of_run(store, s, path, report)
-        return
-    if executor not in ("local", "ray"):
-        fail(f"unknown executor {executor!r}; choose local or ray")
-    if executor == "ray" and importlib.util.find_spec("ray") is None:
-        fail(RAY_MISSING)
+        return {RunStatus.DONE: 0, RunStatus.FAILED: 0}
+    labels = dict(zip([r.id for r in runs], short_run_labels([r.config for r in runs]), strict=True))
     progress = make_progress(console)
     reporter = RichReporter(progress, labels)
     with progress:
         reporter.grid_start(len(p.todo), p.done)
-        options = Options(data_root=data_root, device=device or s.device, download=download, threads=threads)
         if executor == "ray":
             counts = run_ray(store, p.todo, reporter, options, address=address, cpus_per_run=cpus_per_run)
         else:
             counts = run_local(store, p.todo, reporter, options, workers=workers)
-    final = store.counts([r.id for r in runs])
-    done, failed, pending = RunStatus.DONE, RunStatus.FAILED, RunStatus.PENDING
-    console.print(
-        f"finished: {counts[done]} done, {counts[failed]} failed in this call; suite now "
-        f"{final[done]} done, {final[failed]} failed, {final[pending]} pending",
-        highlight=False,
-    )
-    end_of_run(store, s, path, report)
-    if counts[failed]:
-        raise typer.Exit(1)
+    return {RunStatus.DONE: counts[RunStatus.DONE], RunStatus.FAILED: counts[RunStatus.FAILED]}
 
 
 @store_errors

@@ -33,6 +33,7 @@ from .summary import (
     select_columns,
     varying_training_columns,
 )
+from .tuning_table import mask_tuned, tuning_table, without_trials
 
 _COUNTED = (RunStatus.DONE.value, RunStatus.FAILED.value, *UNFINISHED)  # the order counts are said in
 _NOT_DONE_COLUMNS = [
@@ -70,6 +71,7 @@ class Report:
     reference: str = DEFAULT_REFERENCE  # the method every other one is compared with
     notes: list[str] = field(default_factory=list)
     figures: list[Any] = field(default_factory=list)  # harness.report.plots.PlotFile, once plots are made
+    tuning: pd.DataFrame = field(default_factory=pd.DataFrame)  # per tuned setting: space, trials, choice
 
     @property
     def unfinished(self) -> int:
@@ -148,15 +150,23 @@ def build_report(
     raw = runs_frame(store)
     if suite is not None and len(raw):
         raw = raw[raw["suite"] == suite]
+    raw, trials = without_trials(raw)
     if raw.empty:
         raise NoFinishedRuns(
             f"no runs in {store.dir}"
             + (f" for suite {suite!r}" if suite else "")
+            + (" but tuning trials" if len(trials) else "")
             + "; run the suite first (harness run SUITE)"
         )
+    raw = mask_tuned(raw)
     _check_reference(raw, reference)
     training_cols = varying_training_columns(raw)
     allruns = label_runs(raw)
+    tuned = allruns["tuned_setting"] != ""
+    allruns.loc[tuned, "params_label"] = [
+        ", ".join(x for x in (p, f"tuned: {t}") if x)
+        for p, t in zip(allruns.loc[tuned, "params_label"], allruns.loc[tuned, "tuned_setting"], strict=True)
+    ]
     selected = filter_runs(allruns, where)
     if selected.empty:
         raise NoFinishedRuns(f"--where {where!r} selects none of the {len(allruns)} runs in {store.dir}")
@@ -196,4 +206,5 @@ def build_report(
         counts=counts,
         reference=reference,
         notes=_notes(store, summary, reference),
+        tuning=tuning_table(trials, allruns[allruns["role"] == "tuned"] if "role" in allruns else allruns.iloc[0:0]),
     )

@@ -11,12 +11,12 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import run_label, short_run_labels
+from harness.config import plain, run_label, short_run_labels
 from harness.store import Store
 from harness.units import shown
 
 _CONFIG_COLUMNS = ("dataset", "model", "method", "initialization", "seed")
-_EPOCH_COLUMNS = ("epoch", "train_loss", "test_acc", "test_loss", "seconds", "lr")
+_EPOCH_COLUMNS = ("epoch", "train_loss", "test_acc", "test_loss", "val_acc", "val_loss", "seconds", "lr")
 
 
 def flatten_run(run: dict[str, Any], label: str | None = None) -> dict[str, Any]:
@@ -40,10 +40,30 @@ def flatten_run(run: dict[str, Any], label: str | None = None) -> dict[str, Any]
     for section in ("budget", "training"):
         for k, v in sorted((c.get(section) or {}).items()):
             row[f"{section}.{k}"] = v
+    row.update(protocol_columns(c))
     for k, v in shown(run["metrics"] or {}).items():
         row[k] = json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v
     row["error"] = (run["error"] or "").split("\n", 1)[0] or None
     return row
+
+
+def protocol_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's place in the protocol: its validation split (``none``: the earlier protocol, no split), its role
+    (``trial`` of a tuning, ``tuned``: a run of the setting a tuning chose, or ``''``), the tuning's id, the trial's
+    index (the chosen trial's, for a tuned run), and for a tuned run the keys tuning set (JSON list)."""
+    split = config.get("validation")
+    trial, tuned = config.get("trial") or {}, config.get("tuned") or {}
+    about = trial or tuned
+    return {
+        "validation": f"{plain(split['size'])} (seed {split['seed']})" if split else "none",
+        "role": "trial" if trial else "tuned" if tuned else "",
+        "tuning": about.get("tuning"),
+        "tuned_setting_id": about.get("setting"),
+        "tuning_space": trial.get("space"),
+        "tuning_metric": trial.get("metric"),
+        "trial": trial.get("index", tuned.get("trial")),
+        "tuned_keys": json.dumps(about["keys"]) if about.get("keys") else None,
+    }
 
 
 def run_labels(runs: list[dict[str, Any]]) -> dict[str, str]:
@@ -71,7 +91,7 @@ def epochs_frame(store: Store) -> pd.DataFrame:
         c = run["config"]
         row = {k: c[k] for k in _CONFIG_COLUMNS}
         row.update(run_id=e["run_id"], label=labels[run["id"]], params=json.dumps(c["params"], sort_keys=True))
-        row.update(shown({k: e[k] for k in _EPOCH_COLUMNS}))
+        row.update(shown({k: e.get(k) for k in _EPOCH_COLUMNS}))
         row["layers"] = json.dumps(e["layers"])
         rows.append(row)
     return pd.DataFrame(rows)

@@ -15,6 +15,7 @@ from harness.config import UNFINISHED, RunStatus
 
 from .build import Report
 from .cells import comparison_frame, display_frame, not_done_frame
+from .tuning_table import TUNING_NOTE, tuning_frame
 
 _EXPLANATION = (
     "Test accuracy: final-epoch test accuracy in %, mean ± sample standard deviation over seeds; n: finished "
@@ -83,6 +84,8 @@ def render_markdown(report: Report) -> str:
         markdown_table(*_results(report)),
         "",
     ]
+    if len(report.tuning):
+        out += ["## Tuning", "", TUNING_NOTE, "", markdown_table(*tuning_frame(report.tuning)), ""]
     if len(report.comparison):
         out += [
             "## Published results (quoted, not measured here)",
@@ -229,6 +232,8 @@ def render_html(report: Report) -> str:
         explanation=explanation(report.reference),
         results=_table(_results(report)),
         quoted=_table(comparison_frame(report.comparison)) if len(report.comparison) else None,
+        tuning=_table(tuning_frame(report.tuning)) if len(report.tuning) else None,
+        tuning_note=TUNING_NOTE,
         not_done=_table(not_done_frame(report.not_done)) if len(report.not_done) else None,
         failed=report.counts[RunStatus.FAILED.value],
         unfinished=report.unfinished,
