@@ -32,6 +32,9 @@ SUITE = tiny_suite(
             "methods": [
                 "full",
                 {"name": "tucker", "params": {"compression": 0.9}},
+                {"name": "cp", "params": {"compression": 0.9}},
+                {"name": "tt", "params": {"compression": 0.9}},
+                {"name": "matrix", "params": {"compression": 0.9}},
                 {"name": "tdlrt", "params": {"tau": 0.2}},
             ],
         },
@@ -42,8 +45,8 @@ SUITE = tiny_suite(
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A results directory of four finished runs: LeNet5 full, tucker, tdlrt; vit dlrt. Tests that change it
-    copy it first."""
+    """A results directory of seven finished runs: LeNet5 full, tucker, cp, tt, matrix, tdlrt; vit dlrt. Tests that
+    change it copy it first."""
     import yaml
 
     root = tmp_path_factory.mktemp("models")
@@ -77,7 +80,9 @@ def test_every_finished_run_keeps_its_model_and_its_size_is_reported(trained):
     assert full["params_inference"] * 4 < full["model_bytes"] < full["params_inference"] * 4 + 16_000
 
 
-@pytest.mark.parametrize("name", ["lenet5/full", "lenet5/tucker", "lenet5/tdlrt", "vit/dlrt"])
+@pytest.mark.parametrize(
+    "name", ["lenet5/full", "lenet5/tucker", "lenet5/cp", "lenet5/tt", "lenet5/matrix", "lenet5/tdlrt", "vit/dlrt"]
+)
 def test_export_then_load_model_gives_the_stored_accuracy(trained, tmp_path, name):
     """``export-model`` then ``harness.load_model`` (no suite, no store): the rebuilt network's test accuracy is
     the stored run's, to the last image."""
@@ -217,7 +222,7 @@ def test_report_shows_the_model_file_size_beside_the_parameter_count(trained, tm
 
 def test_merge_brings_the_model_files_of_the_runs_it_takes(trained, tmp_path):
     res = cli("merge", str(trained), "--into", str(tmp_path / "merged"))
-    assert res.returncode == 0 and "models 4" in res.stdout
+    assert res.returncode == 0 and "models 7" in res.stdout
     for run in runs_of(trained).values():
         assert (
             run_model_path(tmp_path / "merged", run["id"]).read_bytes()

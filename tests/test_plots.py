@@ -121,8 +121,11 @@ def test_rank_plot_names_each_layer_by_its_stored_module_path(tmp_path):
 def test_accuracy_caption_says_what_the_figure_draws():
     bare = AccuracyFigure(reference="full").caption()
     assert "Dashed" not in bare and "Pareto" not in bare and "star" not in bare and "error bars" not in bare
-    every = AccuracyFigure("full", 3, True, True, True, 2, True, True).caption()
-    assert all(w in every for w in ("Dashed line", "± one standard deviation", "Pareto", "Hollow stars", "thin line"))
+    every = AccuracyFigure("full", 3, True, True, True, 2, True, True, True).caption()
+    said = ("Dashed line", "band of its 95% confidence interval", "Pareto", "Hollow stars", "thin line")
+    assert all(w in every for w in said)
+    assert "vertical error bars: 95% confidence interval of the mean (Student t)" in every
+    assert "horizontal error bars: one standard deviation of the compression" in every
     assert "(one run)" in AccuracyFigure("full", baseline_runs=1).caption()
 
 
@@ -165,4 +168,4 @@ def test_curve_captions_mention_a_band_only_where_runs_spread(store, tmp_path):
     assert "band" not in caption and not [t for t in texts if "band" in t]
     several = figures(store, tmp_path / "several", where="method == 'full' and budget == 'none'")
     caption, texts = next(v for k, v in several.items() if k.startswith("curves_"))
-    assert "standard deviation band" in caption and any("band ± std" in t for t in texts)
+    assert "band of its 95% confidence interval" in caption and any("band: 95% t-interval" in t for t in texts)

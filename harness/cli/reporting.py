@@ -31,7 +31,9 @@ def report(
     ] = "md",
     columns: Annotated[
         str | None,
-        typer.Option(help="Comma-separated summary columns to show (acc = mean ± std; 'all' for every column)."),
+        typer.Option(
+            help="Comma-separated summary columns to show (acc = mean with its 95% CI; 'all' for every column)."
+        ),
     ] = None,
     sort: Annotated[
         str | None,
@@ -51,10 +53,33 @@ def report(
         ),
     ] = None,
     reference: Annotated[str, typer.Option("--reference", help="the method the others are compared with")] = "full",
+    ci: Annotated[
+        str,
+        typer.Option("--ci", help="95% confidence intervals over seeds: t (Student t) or bootstrap (BCa, seeded)."),
+    ] = "t",
+    test: Annotated[
+        str,
+        typer.Option(
+            "--test",
+            help="Paired test over matched seeds (Holm-corrected): ttest (paired t-test) or wilcoxon (signed-rank).",
+        ),
+    ] = "ttest",
+    at: Annotated[
+        str,
+        typer.Option("--at", help="Compression levels (%) of the equal-compression table, comma-separated."),
+    ] = "90,95",
+    compression_reference: Annotated[
+        str | None,
+        typer.Option(
+            "--compression-reference",
+            help="The method the equal-compression table tests the others against (default: tdlrt).",
+        ),
+    ] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the plots (PNG and SVG).")] = True,
 ) -> None:
     """Aggregate stored runs over seeds into comparison tables and plots (Markdown, CSV, LaTeX, HTML)."""
     from harness.report import ReportError, build_report, parse_formats, render_markdown, write_report
+    from harness.report.equal_compression import parse_levels
     from harness.report.write import generated_files
 
     t = stored(open_target(target, results))
@@ -69,7 +94,17 @@ def report(
     try:
         formats = parse_formats(fmt)
         rep = build_report(
-            store, suite=suite_name, where=where, references=refs, columns=columns, sort=sort, reference=reference
+            store,
+            suite=suite_name,
+            where=where,
+            references=refs,
+            columns=columns,
+            sort=sort,
+            reference=reference,
+            ci=ci,
+            test=test,
+            levels=parse_levels(at),
+            compression_reference=compression_reference,
         )
         written = write_report(rep, dest, formats, plots=plots)
     except ReportError as exc:

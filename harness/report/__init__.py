@@ -3,7 +3,14 @@
 
 * :mod:`~harness.report.frames`: stored runs and epochs as flat tables (also ``harness export``);
 * :mod:`~harness.report.labels`: run and setting labels, from the stored configurations alone;
-* :mod:`~harness.report.summary`: aggregation over seeds, each setting beside the reference method;
+* :mod:`~harness.report.judged`: the accuracy a run is judged by (test accuracy at the best-validation epoch,
+  else the final one), defined once;
+* :mod:`~harness.report.stats`: confidence intervals, paired tests over matched seeds, Holm's correction;
+* :mod:`~harness.report.summary`: aggregation over seeds, each setting beside the reference method and tested
+  against it;
+* :mod:`~harness.report.equal_compression`: accuracy at equal compression levels, interpolated per seed;
+* :mod:`~harness.report.ranking`: mean ranks across datasets and models, Friedman and Nemenyi
+  (:mod:`~harness.report.cd_plot` draws the critical-difference diagram);
 * :mod:`~harness.report.references`: published (quoted) numbers beside the measured ones;
 * :mod:`~harness.report.build`: :func:`build_report`, which puts these together into a :class:`Report`;
 * :mod:`~harness.report.cells` and :mod:`~harness.report.render`: the tables as text (Markdown, LaTeX, HTML

@@ -1,7 +1,7 @@
-"""The accuracy-vs-compression figure of the report: per (dataset, model, budget) one colour per method, error
-bars over seeds, the Pareto front, the reference method as a horizontal line and published (quoted) numbers as
-hollow stars, each where there is one; point labels placed without overlaps (:mod:`harness.report.annotate`).
-Its caption describes only what it draws."""
+"""The accuracy-vs-compression figure of the report: per (dataset, model, budget) one colour per method, 95%
+confidence intervals over seeds as error bars, the Pareto front, the reference method as a horizontal line and
+published (quoted) numbers as hollow stars, each where there is one; point labels placed without overlaps
+(:mod:`harness.report.annotate`). Its caption describes only what it draws."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from .figures import (
     save,
     slug,
 )
+from .judged import JUDGED, JUDGED_BY, axis_label
+from .stats import t_half_width
 from .summary import row_key, values_key
 
 if TYPE_CHECKING:
@@ -49,17 +51,24 @@ class AccuracyFigure:
 
     reference: str
     baseline_runs: int = 0  # dashed line: the mean of this many reference runs
-    band: bool = False  # ± std band around it
-    error_bars: bool = False
+    band: bool = False  # its 95% confidence interval as a band
+    error_bars: bool = False  # vertical: 95% confidence intervals of the means
     front: bool = False  # the Pareto front (drawn through two or more points)
     quoted: int = 0  # hollow stars
     labels: bool = False
     leaders: bool = False  # lines from labels set apart to their points
+    x_error_bars: bool = False  # horizontal: one standard deviation of the compression
+    interval: str = "Student t"  # how the vertical intervals are computed
 
     def caption(self) -> str:
         parts = [
             "One point per method setting, mean over seeds"
-            + ("; error bars: one standard deviation over seeds" if self.error_bars else "")
+            + (
+                f"; vertical error bars: 95% confidence interval of the mean ({self.interval})"
+                if self.error_bars
+                else ""
+            )
+            + ("; horizontal error bars: one standard deviation of the compression" if self.x_error_bars else "")
             + "."
         ]
         if self.labels:
@@ -73,7 +82,9 @@ class AccuracyFigure:
         elif self.baseline_runs:
             parts.append(
                 f"Dashed line: the mean of the {self.baseline_runs} {self.reference} baseline runs of this dataset, "
-                "model and budget" + (", with a band of ± one standard deviation" if self.band else "") + "."
+                "model and budget"
+                + (", with a band of its 95% confidence interval (Student t)" if self.band else "")
+                + "."
             )
         if self.front:
             parts.append(
@@ -81,14 +92,24 @@ class AccuracyFigure:
                 "accurate and more compressed)."
             )
         if self.quoted:
-            parts.append("Hollow stars: published numbers (quoted, not measured here).")
+            parts.append(
+                "Hollow stars: published numbers (quoted, not measured here; their error bars: the standard "
+                "deviation the source quotes)."
+            )
         return " ".join(parts)
+
+
+def y_errors(r: pd.Series) -> tuple[float, float] | None:
+    """A setting's vertical error bar: below and above its mean, from its 95% confidence interval."""
+    if missing(r["acc_ci_low"]) or missing(r["acc_ci_high"]):
+        return None
+    return max(r["acc_mean"] - r["acc_ci_low"], 0.0), max(r["acc_ci_high"] - r["acc_mean"], 0.0)
 
 
 def markers(done: pd.DataFrame, quoted: pd.DataFrame) -> list[Marker]:
     """The points of an accuracy-vs-compression figure, for labels to keep off: measured, then quoted."""
     out = [
-        Marker(r["compression"], r["acc_mean"], 7.0, 0.0 if missing(r["acc_std"]) else r["acc_std"])
+        Marker(r["compression"], r["acc_mean"], 7.0, 0.0 if (e := y_errors(r)) is None else max(e))
         for _, r in done.iterrows()
     ]
     out += [
@@ -119,13 +140,13 @@ def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -
         base = report.baseline
         base = base[row_key(base, keys) == values_key(values)]
         if len(base):
-            acc = base["final_acc"]
-            mean, std = acc.mean(), acc.std(ddof=1)
+            acc = base[JUDGED]
+            mean, half = acc.mean(), t_half_width(acc)
             ax.axhline(
                 mean, ls="--", lw=1.2, color=colors[ref], zorder=1, label=f"{ref} baseline: {mean:.2f}% (n={len(acc)})"
             )
-            if not missing(std):
-                ax.axhspan(mean - std, mean + std, color=colors[ref], alpha=0.07, lw=0, zorder=0)
+            if not missing(half):
+                ax.axhspan(mean - half, mean + half, color=colors[ref], alpha=0.07, lw=0, zorder=0)
         front = pareto_front(done)
         labels: list[PointLabel] = []
         quoted_labels: list[PointLabel] = []
@@ -146,10 +167,11 @@ def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -
         multi_init = done.groupby("method")["initialization"].nunique() > 1
         for _, r in done.iterrows():
             c = colors.get(r["method"], "0.5")
+            yerr = y_errors(r)
             ax.errorbar(
                 r["compression"],
                 r["acc_mean"],
-                yerr=None if missing(r["acc_std"]) else r["acc_std"],
+                yerr=None if yerr is None else [[yerr[0]], [yerr[1]]],
                 xerr=None if missing(r["compression_std"]) or r["compression_std"] == 0 else r["compression_std"],
                 fmt="o",
                 ms=6,
@@ -195,7 +217,7 @@ def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -
                         PointLabel(str(q["setting"]), (q["quoted_compression"], q["quoted_acc_mean"]), c, 6.0)
                     )
         ax.set_xlabel("compression rate (%) = 1 − inference parameters / dense parameters")
-        ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+        ax.set_ylabel(axis_label(report.runs[JUDGED_BY], "mean and 95% CI over seeds"))
         title = f"Accuracy vs compression — {gtitle}"
         fig.suptitle(figure_title(title))
         ax.margins(y=0.15)
@@ -208,8 +230,10 @@ def accuracy_vs_compression(report: Report, out: Path, colors: dict[str, Any]) -
         drawn = AccuracyFigure(
             reference=ref,
             baseline_runs=len(base),
-            band=len(base) > 1,
-            error_bars=bool(done["acc_std"].notna().any() or (done["compression_std"].fillna(0) > 0).any()),
+            band=len(base) > 1 and not missing(t_half_width(base[JUDGED])),
+            error_bars=bool(done["acc_ci_low"].notna().any()),
+            x_error_bars=bool((done["compression_std"].fillna(0) > 0).any()),
+            interval="bootstrap" if report.ci == "bootstrap" else "Student t",
             front=len(front) > 1,
             quoted=len(quoted),
             labels=bool(labels or quoted_labels),

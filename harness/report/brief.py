@@ -2,7 +2,8 @@
 
 ``harness run`` calls :func:`write_run_report` when the suite says ``report: true`` (or ``--report``): the full
 report (Markdown, HTML and plots) goes to ``<results>/report/``, and a short table (per method setting:
-accuracy, its difference to the reference method, compression and ranks) is printed. Like the rest of the
+accuracy with its 95% confidence interval, its difference to the reference method and, where seeds allow, the
+Holm-corrected p-value of the paired test, compression and ranks) is printed. Like the rest of the
 report it knows no method by name.
 """
 
@@ -21,7 +22,7 @@ from .cells import display_frame
 from .render import markdown_table
 from .write import write_report
 
-BRIEF = ["method", "params", "initialization", "n", "acc", "delta_acc", "compression", "ranks"]
+BRIEF = ["method", "params", "initialization", "n", "acc", "delta_acc", "p_vs_ref", "compression", "ranks"]
 RUN_REPORT_FORMATS = ("md", "html")
 
 
@@ -41,6 +42,8 @@ def brief_columns(report: Report) -> list[str]:
     summary = report.summary
     groups = [c for c in report.group_keys if summary[c].astype(str).nunique() > 1]
     keep = [c for c in BRIEF if c not in ("params", "ranks") or _any_text(summary[c])]
+    if not summary["p_vs_ref"].notna().any():  # no setting shares two seeds with the reference
+        keep.remove("p_vs_ref")
     return groups + keep
 
 
@@ -50,7 +53,7 @@ def _any_text(column: pd.Series) -> bool:
 
 def brief_table(report: Report) -> str:
     """The report's results as a short Markdown table (see :func:`brief_columns`)."""
-    return markdown_table(*display_frame(report.summary, brief_columns(report), report.reference))
+    return markdown_table(*display_frame(report.summary, brief_columns(report), report.reference, report.ci))
 
 
 def write_run_report(

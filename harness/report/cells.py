@@ -13,8 +13,11 @@ import pandas as pd
 
 from harness.config import plain
 
+from .stats import format_p
+
 # Summary columns: internal name -> header shown in Markdown, LaTeX and HTML. The internal names are what
-# --columns and --sort take and what the CSV file uses. "acc" is virtual: "mean ± std" of acc_mean/acc_std.
+# --columns and --sort take and what the CSV file uses. "acc" is virtual: the mean with its 95% confidence
+# interval (acc_mean ± acc_ci95, or acc_mean [acc_ci_low, acc_ci_high] for a bootstrap interval).
 # ``{ref}`` is the reference method (``full`` unless the report is asked for another).
 HEADERS = {
     "dataset": "dataset",
@@ -30,10 +33,21 @@ HEADERS = {
     "acc": "test acc (%)",
     "acc_mean": "test acc mean (%)",
     "acc_std": "test acc std (%)",
-    "best_acc_mean": "best acc (%)",
+    "acc_ci95": "95% CI half-width (pp)",
+    "acc_ci_low": "95% CI low (%)",
+    "acc_ci_high": "95% CI high (%)",
+    "final_acc_mean": "final-epoch test acc (%)",
+    "best_val_acc_mean": "best val acc (%)",
+    "best_acc_mean": "best test acc over epochs (%), earlier protocol",
+    "judged_by": "judged by",
     "delta_acc": "Δ acc vs {ref} (pp)",
     "ref_acc": "{ref} acc (%)",
     "ref": "reference",
+    "n_pairs": "pairs",
+    "p_raw": "p vs {ref} (uncorrected)",
+    "p_vs_ref": "p vs {ref} (Holm)",
+    "significant": "significant",
+    "pair_note": "pairing note",
     "compression": "compression (%)",
     "compression_std": "compression std (%)",
     "compression_conv": "conv compression (%)",
@@ -51,6 +65,11 @@ HEADERS = {
 _NUMBER_FORMATS = {
     "acc_mean": "{:.2f}",
     "acc_std": "{:.2f}",
+    "acc_ci95": "{:.2f}",
+    "acc_ci_low": "{:.2f}",
+    "acc_ci_high": "{:.2f}",
+    "final_acc_mean": "{:.2f}",
+    "best_val_acc_mean": "{:.2f}",
     "best_acc_mean": "{:.2f}",
     "delta_acc": "{:+.2f}",
     "ref_acc": "{:.2f}",
@@ -66,7 +85,9 @@ _NUMBER_FORMATS = {
     "n": "{:d}",
     "failed": "{:d}",
     "unfinished": "{:d}",
+    "n_pairs": "{:d}",
 }
+_P_VALUES = {"p_raw", "p_vs_ref"}
 _LEFT = {
     "dataset",
     "model",
@@ -86,6 +107,8 @@ _LEFT = {
     "note",
     "measured",
     "suite",
+    "judged_by",
+    "pair_note",
 }
 
 
@@ -128,6 +151,17 @@ def pm(mean: Any, std: Any, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def ci_cell(mean: Any, half: Any, low: Any = None, high: Any = None, digits: int = 2) -> str:
+    """A mean with its confidence interval: ``mean ± half`` (a symmetric, Student-t interval), or
+    ``mean [low, high]`` where ``low`` and ``high`` are given (a bootstrap interval); only the mean where there
+    is no interval (one run), an em dash where no mean."""
+    if missing(mean):
+        return "—"
+    if missing(low) or missing(high):
+        return pm(mean, half, digits)
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def signed(v: Any, fmt: str = "{:+.2f}") -> str:
     """A number with a typographic minus, an em dash where missing."""
     return "—" if missing(v) else fmt.format(v).replace("-", "−")
@@ -138,11 +172,18 @@ def header(col: str, reference: str) -> str:
     return HEADERS.get(col, col).format(ref=reference)
 
 
-def format_cell(col: str, row: pd.Series) -> str:
-    """One summary cell as text."""
+def format_cell(col: str, row: pd.Series, ci: str = "t") -> str:
+    """One summary cell as text; ``ci`` is how the ``acc`` cell's interval was computed (``t``: ± half-width;
+    ``bootstrap``: [low, high])."""
     if col == "acc":
-        return pm(row.get("acc_mean"), row.get("acc_std"))
+        if ci == "bootstrap":
+            return ci_cell(row.get("acc_mean"), row.get("acc_ci95"), row.get("acc_ci_low"), row.get("acc_ci_high"))
+        return ci_cell(row.get("acc_mean"), row.get("acc_ci95"))
     v = row.get(col)
+    if col in _P_VALUES:
+        return format_p(math.nan if missing(v) else float(v))
+    if col == "significant":
+        return "yes" if v is True or v == 1 else "no" if v is False or v == 0 else "—"
     if missing(v) or (isinstance(v, str) and v == ""):
         return "—"
     if col == "flops":
@@ -160,9 +201,11 @@ def format_cell(col: str, row: pd.Series) -> str:
     return str(v)
 
 
-def display_frame(summary: pd.DataFrame, columns: Sequence[str], reference: str) -> tuple[pd.DataFrame, list[bool]]:
+def display_frame(
+    summary: pd.DataFrame, columns: Sequence[str], reference: str, ci: str = "t"
+) -> tuple[pd.DataFrame, list[bool]]:
     """The summary as strings under readable headers, plus which columns are left-aligned text."""
-    data = {header(c, reference): [format_cell(c, r) for _, r in summary.iterrows()] for c in columns}
+    data = {header(c, reference): [format_cell(c, r, ci) for _, r in summary.iterrows()] for c in columns}
     return pd.DataFrame(data, columns=list(data)), [c in _LEFT for c in columns]
 
 
@@ -180,7 +223,7 @@ def comparison_frame(comparison: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]
                 "quoted compression (%)": signed(r["quoted_compression"], "{:.1f}"),
                 "measured setting": r["measured"] or "—",
                 "n": str(int(r["n"])),
-                "measured acc (%)": pm(r["acc_mean"], r["acc_std"]),
+                "measured acc (%), mean ± std": pm(r["acc_mean"], r["acc_std"]),
                 "measured compression (%)": signed(r["compression"], "{:.1f}"),
                 "Δ acc measured − quoted (pp)": signed(r["diff_acc"]),
                 "source (quoted)": r["citation"] + (f" — {r['note']}" if r["note"] else ""),
@@ -196,3 +239,71 @@ def not_done_frame(not_done: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]]:
     df["error"] = df["error"].map(lambda e: "" if missing(e) else str(e))
     df["attempts"] = df["attempts"].map(str)
     return df, [True, True, False, True]
+
+
+def _varying(frame: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    """The columns of ``cols`` whose values differ between the rows of ``frame`` (dataset and model always)."""
+    return [c for c in cols if c in ("dataset", "model") or frame[c].astype(str).nunique() > 1]
+
+
+def equal_compression_frame(
+    equal: pd.DataFrame, group_keys: Sequence[str], cref: str, ci: str = "t"
+) -> tuple[pd.DataFrame, list[bool]]:
+    """The equal-compression table as strings: per group and level, the methods by accuracy (rank 1 first)."""
+    groups = _varying(equal, group_keys)
+    inits = bool(len(equal)) and bool((equal.groupby("method")["initialization"].nunique() > 1).any())
+    rows = []
+    for _, r in equal.iterrows():
+        ok = r["status"] == "ok"
+        row = {c: plain(r[c]) for c in groups}
+        row["level (%)"] = f"{r['level']:g}"
+        row["method"] = r["method"]
+        if inits:
+            row["init"] = r["initialization"]
+        row["rank"] = "—" if missing(r["rank"]) else f"{int(r['rank'])}"
+        if ok and ci == "bootstrap":
+            acc = ci_cell(r["acc_mean"], r["acc_ci95"], r["acc_ci_low"], r["acc_ci_high"])
+        else:
+            acc = ci_cell(r["acc_mean"], r["acc_ci95"]) if ok else "out of range"
+        row["test acc at level (%)"] = acc
+        row["n"] = str(int(r["n"]))
+        row["read from"] = r["source"]
+        row[f"Δ vs {cref} (pp)"] = signed(r["delta_vs_cref"])
+        row["pairs"] = str(int(r["n_pairs"])) if r["n_pairs"] else "—"
+        row[f"p vs {cref} (Holm)"] = format_p(r["p_vs_cref"])
+        rows.append(row)
+    left_cols = {*groups, "method", "init", "read from"}
+    columns = list(rows[0]) if rows else []
+    return pd.DataFrame(rows, columns=columns or None), [c in left_cols for c in columns]
+
+
+def ranking_frame(ranking: Any) -> tuple[pd.DataFrame, list[bool]]:
+    """The ranking (:class:`~harness.report.ranking.Ranking`) as strings: per method its mean rank and, per
+    block, the accuracy of the setting that represents it there with its rank in the block."""
+    rows = []
+    for method, mean_rank in ranking.mean_rank.items():
+        row = {"method": method, "mean rank": f"{mean_rank:.2f}"}
+        for block in ranking.blocks:
+            acc, rank = ranking.scores.loc[method, block], ranking.ranks.loc[method, block]
+            row[f"{block}: acc (%) (rank)"] = f"{acc:.2f} ({plain(float(rank))})"
+        rows.append(row)
+    columns = list(rows[0]) if rows else []
+    return pd.DataFrame(rows, columns=columns or None), [c == "method" for c in columns]
+
+
+def choices_frame(ranking: Any) -> tuple[pd.DataFrame, list[bool]]:
+    """The settings that represent a method in a block where it ran several, and how each was chosen."""
+    from .ranking import SELECTED_BY
+
+    c = ranking.choices[ranking.choices["candidates"] > 1]
+    df = pd.DataFrame(
+        {
+            "block": c["block"],
+            "method": c["method"],
+            "setting": c["setting"],
+            "settings there": c["candidates"].map(str),
+            "chosen by": c["selected_by"].map(SELECTED_BY),
+            "test acc (%)": c["acc_mean"].map(lambda v: f"{v:.2f}"),
+        }
+    )
+    return df.reset_index(drop=True), [True, True, True, False, True, False]

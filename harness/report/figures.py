@@ -18,7 +18,7 @@ from .summary import DEFAULT_REFERENCE
 
 LINESTYLES = ("-", "--", ":", "-.")
 # Every figure's file name starts with its kind: a rebuild tells its own (stale) figures by these names.
-FIGURE_KINDS = ("acc_vs_compression", "curves", "init_robustness", "ranks")
+FIGURE_KINDS = ("acc_vs_compression", "critical_difference", "curves", "init_robustness", "ranks")
 FIGURE_SUFFIXES = (".png", ".svg")
 MODE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
 

@@ -15,13 +15,16 @@ from harness.config import plain, run_label, short_run_labels
 from harness.store import Store
 from harness.units import shown
 
+from .judged import JUDGED, JUDGED_BY, judged_metric, judged_value
+
 _CONFIG_COLUMNS = ("dataset", "model", "method", "initialization", "seed")
 _EPOCH_COLUMNS = ("epoch", "train_loss", "test_acc", "test_loss", "val_acc", "val_loss", "seconds", "lr")
 
 
 def flatten_run(run: dict[str, Any], label: str | None = None) -> dict[str, Any]:
     """One run as a flat dict: identity, config fields, ``param.*``, ``budget.*``, ``training.*``, metrics
-    (accuracies and compression rates in percent).
+    (accuracies and compression rates in percent), and the accuracy the run is judged by (``judged_acc``, from
+    ``judged_by``: see :mod:`harness.report.judged`).
 
     The ``label`` (default: the full :func:`harness.config.run_label`) is built from the stored configuration,
     so that runs stored by older versions are labelled like new ones."""
@@ -41,8 +44,11 @@ def flatten_run(run: dict[str, Any], label: str | None = None) -> dict[str, Any]
         for k, v in sorted((c.get(section) or {}).items()):
             row[f"{section}.{k}"] = v
     row.update(protocol_columns(c))
-    for k, v in shown(run["metrics"] or {}).items():
+    metrics = shown(run["metrics"] or {})
+    for k, v in metrics.items():
         row[k] = json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v
+    row[JUDGED] = judged_value(metrics)
+    row[JUDGED_BY] = judged_metric(metrics)
     row["error"] = (run["error"] or "").split("\n", 1)[0] or None
     return row
 

@@ -14,11 +14,17 @@ import pandas as pd
 from harness.config import decode_params, distinguishing_params, params_text, plain, setting_label
 
 from .cells import missing
+from .judged import JUDGED, JUDGED_BY, judged_accuracy, judged_by
 
-# Columns every runs frame gets (NaN where a run has no metrics yet).
+# Columns every runs frame gets (NaN where a run has no metrics yet; stores of the earlier protocol have no
+# validation metrics).
 RUN_METRICS = (
+    "judged_acc",
     "final_acc",
     "best_acc",
+    "best_val_acc",
+    "test_acc_at_best_val",
+    "best_epoch",
     "compression",
     "compression_conv",
     "compression_train",
@@ -31,8 +37,9 @@ RUN_METRICS = (
     "peak_memory_mb",
     "ranks",
     "error",
+    "judged_by",
 )
-_NUMERIC = RUN_METRICS[:-2]
+_NUMERIC = RUN_METRICS[:-3]
 _BUDGET_ORDER = ("budget.train_subset", "budget.test_subset", "budget.epochs")
 
 
@@ -62,7 +69,8 @@ def _budget_columns(runs: pd.DataFrame) -> list[str]:
 
 def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Add ``budget``, ``params_label`` (``rank=8``), ``method_label`` (``svd[rank=8]``) and ``setting``
-    (the method label, `` / init`` added where the method ran with several initializations)."""
+    (the method label, `` / init`` added where the method ran with several initializations), and the accuracy
+    each run is judged by (``judged_acc``, :mod:`harness.report.judged`)."""
     runs = runs.copy()
     for col in RUN_METRICS:
         if col not in runs.columns:
@@ -79,4 +87,5 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     ]
     for col in _NUMERIC:
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
+    runs[JUDGED], runs[JUDGED_BY] = judged_accuracy(runs), judged_by(runs)
     return runs

@@ -4,7 +4,9 @@
 * rank evolution over epochs per layer (named by its module path, kind and shape), for methods whose ranks
   change during training;
 * training loss and test accuracy curves per method setting;
-* initialization robustness: final accuracy of every run per method setting and initialization.
+* initialization robustness: the judged accuracy of every run per method setting and initialization;
+* the critical-difference diagram of the ranking across datasets and models, where there are several
+  (:mod:`harness.report.cd_plot`).
 
 Method settings are named by the report's label columns (:mod:`harness.report.labels`); accuracies are in
 percent and epochs count from 1, as the report's frames give them (:mod:`harness.units`). Figures are built
@@ -29,6 +31,7 @@ from matplotlib.ticker import MaxNLocator
 from harness.config import RunStatus
 
 from .accuracy_plot import accuracy_vs_compression
+from .cd_plot import cd_diagram
 from .figures import (
     LINESTYLES,
     MODE_STYLES,
@@ -40,6 +43,8 @@ from .figures import (
     save,
     slug,
 )
+from .judged import JUDGED, JUDGED_BY, axis_label, protocol_of
+from .stats import t_half_width
 
 if TYPE_CHECKING:
     from .build import Report
@@ -167,17 +172,17 @@ def training_curves(report: Report, out: Path, colors: dict[str, Any]) -> list[P
             c = colors.get(method, "0.5")
             ls = LINESTYLES[styles.get(method, 0) % len(LINESTYLES)]
             styles[method] = styles.get(method, 0) + 1
-            stat = d.assign(acc=d["test_acc"]).groupby("epoch")[["train_loss", "acc"]].agg(["mean", "std"])
+            stat = d.assign(acc=d["test_acc"]).groupby("epoch")[["train_loss", "acc"]].agg(["mean", t_half_width])
             x = stat.index
             for ax, col in ((ax_loss, "train_loss"), (ax_acc, "acc")):
-                m, s = stat[(col, "mean")], stat[(col, "std")].fillna(0)
+                m, h = stat[(col, "mean")], stat[(col, "t_half_width")].fillna(0)
                 ax.plot(x, m, color=c, ls=ls, marker="o", ms=3, lw=1.5)
-                if (s > 0).any():
-                    ax.fill_between(x, m - s, m + s, color=c, alpha=0.12, lw=0)
+                if (h > 0).any():
+                    ax.fill_between(x, m - h, m + h, color=c, alpha=0.12, lw=0)
                     band = True
             nseeds = d["run_id"].nunique()
             handles.append(Line2D([], [], color=c, ls=ls, lw=2, label=f"{setting} (n={nseeds})"))
-        over = "mean over seeds, band ± std" if band else "mean over seeds"
+        over = "mean over seeds, band: 95% t-interval" if band else "mean over seeds"
         ax_loss.set_title(f"training loss ({over})", fontsize=10)
         ax_loss.set_ylabel("training loss (cross-entropy, epoch mean)")
         ax_acc.set_title(f"test accuracy ({over})", fontsize=10)
@@ -191,7 +196,8 @@ def training_curves(report: Report, out: Path, colors: dict[str, Any]) -> list[P
         fig.suptitle(figure_title(title))
         caption = (
             "Training loss and test accuracy after each epoch, one line per method setting (colour: "
-            "method; n: its runs), mean over seeds" + (" with a ± one standard deviation band." if band else ".")
+            "method; n: its runs), mean over seeds"
+            + (" with a band of its 95% confidence interval (Student t over seeds)." if band else ".")
         )
         files.append(save(fig, out, f"curves_{slug(*values)}", title, caption))
     return files
@@ -203,7 +209,7 @@ def initialization_robustness(report: Report, out: Path) -> list[PlotFile]:
     files = []
     for values, g in groups(runs, keys):
         gtitle = group_title(keys, values)
-        d = g.assign(acc=g["final_acc"], x=g["method_label"]).sort_values(["x", "initialization"])
+        d = g.assign(acc=g[JUDGED], x=g["method_label"]).sort_values(["x", "initialization"])
         labels = d.drop_duplicates("x")
         order = [x for _, x in sorted(zip(labels["method"] != report.reference, labels["x"], strict=True))]
         inits = sorted(d["initialization"].unique())
@@ -217,7 +223,7 @@ def initialization_robustness(report: Report, out: Path) -> list[PlotFile]:
         sns.stripplot(**common, ax=ax, dodge=True, size=6, jitter=0.12, edgecolor="0.2", linewidth=0.6)
         ax.legend(title="initialization", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         ax.set_xlabel("method [parameters]")
-        ax.set_ylabel("final test accuracy (%), one point per run")
+        ax.set_ylabel(axis_label(g[JUDGED_BY], "one point per run"))
         if max(len(s) for s in order) > 12:
             ax.tick_params(axis="x", labelrotation=20)
             for lab in ax.get_xticklabels():
@@ -226,8 +232,8 @@ def initialization_robustness(report: Report, out: Path) -> list[PlotFile]:
         title = f"Initialization robustness — {gtitle}"
         fig.suptitle(figure_title(title))
         caption = (
-            "Final test accuracy of every finished run (one point per seed), per method setting and "
-            "initialization; boxes span the quartiles, whiskers the range."
+            f"Test accuracy ({protocol_of(g[JUDGED_BY])}) of every finished run (one point per seed), per method "
+            "setting and initialization; boxes span the quartiles, whiskers the range."
         )
         if len(inits) == 1:
             caption += f" Only one initialization ({inits[0]}) was run here: the spread is over seeds alone."
@@ -246,4 +252,7 @@ def make_plots(report: Report, out: Path) -> tuple[list[PlotFile], list[str]]:
     files += ranks
     files += training_curves(report, out, colors)
     files += initialization_robustness(report, out)
+    if report.has_ranking and report.ranking is not None:
+        cd = cd_diagram(report.ranking, out, colors)
+        files += [cd] if cd is not None else []
     return files, notes

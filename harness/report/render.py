@@ -14,27 +14,103 @@ import pandas as pd
 from harness.config import UNFINISHED, RunStatus
 
 from .build import Report
-from .cells import comparison_frame, display_frame, not_done_frame
+from .cells import (
+    choices_frame,
+    comparison_frame,
+    display_frame,
+    equal_compression_frame,
+    not_done_frame,
+    ranking_frame,
+)
+from .equal_compression import SINGLE_TOLERANCE
+from .judged import protocol_of
+from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, TEST_NAMES
 from .tuning_table import TUNING_NOTE, tuning_frame
 
 _EXPLANATION = (
-    "Test accuracy: final-epoch test accuracy in %, mean ± sample standard deviation over seeds; n: finished "
-    "runs (only these are averaged). Δ acc vs {ref}: percentage points against the `{ref}` baseline of the "
-    "same dataset, model, budget and training settings (its runs with the same initialization where it has "
-    "them, otherwise all its runs). Compression: 1 − inference parameters / dense parameters, in %. Model file: "
-    "the size of the trained model's file (safetensors, as `harness export-model` writes it). FLOPs: one "
-    "forward pass of one sample. Peak memory: the most tensor memory the training held at once (parameters, "
-    "gradients, optimizer state, a step's activations and temporaries; not the dataset, not evaluation), from "
-    "the CUDA allocator on GPU and from sampled steps on CPU."
+    "Test accuracy: {judged}, in %, the mean over seeds {interval}; n: finished runs (only these are "
+    "averaged). Δ acc vs {ref}: percentage points against the `{ref}` baseline of the same dataset, model, "
+    "budget and training settings (its runs with the same initialization where it has them, otherwise all its "
+    "runs). p vs {ref} (Holm): two-sided {test} of a setting against that baseline over the seeds both ran "
+    "(pairs: their number; a seed fixes a run's initialization draw and data order), Holm-corrected over the "
+    "{m} p-value(s) of this table; * marks p < 0.05 after the correction.{wilcoxon} Compression: 1 − "
+    "inference parameters / dense parameters, in %. Model file: the size of the trained model's file (safetensors, "
+    "as `harness export-model` writes it). FLOPs: one forward pass of one sample. Peak memory: the most "
+    "tensor memory the training held at once (parameters, gradients, optimizer state, a step's activations and "
+    "temporaries; not the dataset, not evaluation), from the CUDA allocator on GPU and from sampled steps on CPU."
 )
+_INTERVALS = {
+    "t": "± the half-width of its 95% confidence interval (Student t, n − 1 degrees of freedom; none for n = 1)",
+    "bootstrap": (
+        f"and its 95% bootstrap confidence interval [low, high] (BCa, {BOOTSTRAP_RESAMPLES:,} resamples, seed "
+        f"{BOOTSTRAP_SEED}; none for n = 1; with few seeds a bootstrap interval is too narrow)"
+    ),
+}
+_WILCOXON = " With fewer than 6 pairs the two-sided signed-rank test cannot reach p < 0.05, whatever the differences."
 _QUOTED = (
     "Numbers quoted from the literature beside the measured settings they match; the difference is measured − quoted."
 )
 
 
-def explanation(reference: str) -> str:
-    """What the columns of the results table mean."""
-    return _EXPLANATION.format(ref=reference)
+def explanation(reference: str, ci: str = "t", test: str = "ttest", judged: str = "", m: int = 0) -> str:
+    """What the columns of the results table mean: ``judged`` says which accuracy (:func:`.judged.protocol_of`),
+    ``m`` how many p-values the Holm correction covers."""
+    return _EXPLANATION.format(
+        ref=reference,
+        judged=judged or "final-epoch test accuracy",
+        interval=_INTERVALS[ci],
+        test=TEST_NAMES[test],
+        m=m,
+        wilcoxon=_WILCOXON if test == "wilcoxon" else "",
+    )
+
+
+def report_explanation(report: Report) -> str:
+    """:func:`explanation` for a report."""
+    done = report.runs[report.runs["status"] == RunStatus.DONE]
+    m = int(report.summary["p_raw"].notna().sum())
+    return explanation(report.reference, report.ci, report.test, protocol_of(done["judged_by"]), m)
+
+
+def equal_explanation(report: Report) -> str:
+    """What the equal-compression table shows and how it is read."""
+    cref = report.compression_reference
+    m = int(report.equal["p_raw"].notna().sum()) if len(report.equal) else 0
+    interval = "± 95% t-interval" if report.ci == "t" else "[95% bootstrap interval]"
+    return (
+        f"Test accuracy (judged as in the results table) at {', '.join(f'{v:g}%' for v in report.levels)} "
+        "compression, read off each method's own sweep (its settings in the same group, at one initialization): "
+        "per seed, linear interpolation between the seed's two runs whose compressions bracket the level; no "
+        "extrapolation (out of range: no seed reaches the level). A method run with a single setting enters a "
+        f"level only where its mean compression is within ±{SINGLE_TOLERANCE:g} pt of it. Mean over the seeds "
+        f"that reach the level (n) {interval} over their values; rank 1: the most accurate at that level. "
+        f"Δ and p vs {cref}: two-sided {TEST_NAMES[report.test]} against {cref} at the same level over the seeds "
+        f"both have (pairs), Holm-corrected over the {m} p-value(s) of this table; * marks p < 0.05 after the "
+        "correction."
+    )
+
+
+def ranking_explanation(report: Report) -> str:
+    """The ranking's method and, where computed, its tests."""
+    r = report.ranking
+    assert r is not None
+    text = (
+        f"Mean rank of each method over {r.n_blocks} blocks (dataset, model, budget): within a block methods are "
+        "ranked by the judged test accuracy of the setting that represents them (1: the most accurate; ties "
+        "share the mean rank); a method with several settings in a block is represented by the one with the best "
+        "validation accuracy (without a validation split: the best test accuracy, which is optimistic)."
+    )
+    if r.cd == r.cd:
+        verdict = "the mean ranks differ" if r.friedman_p < 0.05 else "equal mean ranks are not rejected"
+        text += (
+            f" Friedman test over {r.k} methods: χ² = {r.friedman_stat:.2f}, p = {r.friedman_p:.3g} ({verdict}). "
+            f"Nemenyi critical difference (Demšar 2006): CD = q_α √(k(k+1)/6N) = {r.q_alpha:.3f} · "
+            f"√({r.k}·{r.k + 1}/(6·{r.n_blocks})) = {r.cd:.2f} at α = 0.05: two methods differ where their mean "
+            "ranks differ by at least CD."
+        )
+        if r.groups and r.friedman_p < 0.05:
+            text += " Not significantly different: " + "; ".join("{" + ", ".join(g) + "}" for g in r.groups) + "."
+    return text
 
 
 def counts_line(report: Report) -> str:
@@ -52,7 +128,15 @@ def _not_done_line(report: Report) -> str:
 
 
 def _results(report: Report) -> tuple[pd.DataFrame, list[bool]]:
-    return display_frame(report.summary, report.columns, report.reference)
+    return display_frame(report.summary, report.columns, report.reference, report.ci)
+
+
+def _equal(report: Report) -> tuple[pd.DataFrame, list[bool]]:
+    return equal_compression_frame(report.equal, report.group_keys, report.compression_reference, report.ci)
+
+
+def _has_choices(report: Report) -> bool:
+    return report.ranking is not None and bool((report.ranking.choices["candidates"] > 1).any())
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -77,7 +161,7 @@ def render_markdown(report: Report) -> str:
         "",
         f"Store: `{report.source}`. {counts_line(report)}",
         "",
-        explanation(report.reference),
+        report_explanation(report),
         "",
         "## Results",
         "",
@@ -86,6 +170,21 @@ def render_markdown(report: Report) -> str:
     ]
     if len(report.tuning):
         out += ["## Tuning", "", TUNING_NOTE, "", markdown_table(*tuning_frame(report.tuning)), ""]
+    if report.has_equal:
+        out += [
+            "## Accuracy at equal compression",
+            "",
+            equal_explanation(report),
+            "",
+            markdown_table(*_equal(report)),
+            "",
+        ]
+    if report.has_ranking and report.ranking is not None:
+        out += ["## Ranking across datasets and models", "", ranking_explanation(report), ""]
+        out += [markdown_table(*ranking_frame(report.ranking)), ""]
+        if _has_choices(report):
+            out += ["Settings that represent a method in a block where it ran several:", ""]
+            out += [markdown_table(*choices_frame(report.ranking)), ""]
     if len(report.comparison):
         out += [
             "## Published results (quoted, not measured here)",
@@ -131,6 +230,15 @@ _LATEX = {
     "−": "$-$",
     "<": r"\textless{}",
     ">": r"\textgreater{}",
+    "–": "--",
+    "χ": r"$\chi$",
+    "²": r"$^2$",
+    "√": r"$\surd$",
+    "α": r"$\alpha$",
+    "·": r"$\cdot$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "∞": r"$\infty$",
 }
 
 
@@ -161,14 +269,34 @@ def render_latex(report: Report) -> str:
         f"% {report.title}: {counts_line(report)}",
         "",
     ]
+    interval = "± 95% t-interval" if report.ci == "t" else "[95% bootstrap interval]"
     parts.append(
         latex_table(
             *_results(report),
-            caption=f"{report.title}. Test accuracy mean ± std over seeds; Δ acc against "
-            f"the {report.reference} baseline of the same dataset, model and budget.",
+            caption=f"{report.title}. Test accuracy: mean over seeds {interval}; Δ acc against "
+            f"the {report.reference} baseline of the same dataset, model and budget; p: paired "
+            f"{TEST_NAMES[report.test]} against it over matched seeds, Holm-corrected; * p < 0.05.",
             label="tab:harness-results",
         )
     )
+    if report.has_equal:
+        parts.append(
+            latex_table(
+                *_equal(report),
+                caption=f"Test accuracy at equal compression (mean {interval}), interpolated per seed along each "
+                f"method's sweep; p: paired {TEST_NAMES[report.test]} against {report.compression_reference}, "
+                "Holm-corrected; * p < 0.05.",
+                label="tab:harness-equal-compression",
+            )
+        )
+    if report.has_ranking and report.ranking is not None:
+        parts.append(
+            latex_table(
+                *ranking_frame(report.ranking),
+                caption=ranking_explanation(report),
+                label="tab:harness-ranking",
+            )
+        )
     if len(report.comparison):
         parts.append(
             latex_table(
@@ -229,8 +357,13 @@ def render_html(report: Report) -> str:
         source=report.source,
         counts_line=counts_line(report),
         generated=time.strftime("%Y-%m-%d %H:%M"),
-        explanation=explanation(report.reference),
+        explanation=report_explanation(report),
         results=_table(_results(report)),
+        equal=_table(_equal(report)) if report.has_equal else None,
+        equal_explanation=equal_explanation(report) if report.has_equal else "",
+        ranking=_table(ranking_frame(report.ranking)) if report.has_ranking and report.ranking else None,
+        ranking_explanation=ranking_explanation(report) if report.has_ranking else "",
+        choices=_table(choices_frame(report.ranking)) if _has_choices(report) and report.ranking else None,
         quoted=_table(comparison_frame(report.comparison)) if len(report.comparison) else None,
         tuning=_table(tuning_frame(report.tuning)) if len(report.tuning) else None,
         tuning_note=TUNING_NOTE,

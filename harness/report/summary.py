@@ -20,7 +20,9 @@ from harness.config import UNFINISHED, RunStatus, did_you_mean, plain
 
 from .cells import missing
 from .errors import ReportError
+from .judged import JUDGED, JUDGED_BY
 from .query import where_mask
+from .stats import confidence_interval, holm, paired_test, per_seed, significant
 
 DEFAULT_REFERENCE = "full"
 _MEANS = (
@@ -42,9 +44,20 @@ _ORDER = (
     "unfinished",
     "acc_mean",
     "acc_std",
+    "acc_ci95",
+    "acc_ci_low",
+    "acc_ci_high",
     "delta_acc",
     "ref_acc",
     "ref",
+    "n_pairs",
+    "p_raw",
+    "p_vs_ref",
+    "significant",
+    "pair_note",
+    "judged_by",
+    "final_acc_mean",
+    "best_val_acc_mean",
     "best_acc_mean",
     "compression",
     "compression_std",
@@ -114,17 +127,30 @@ def reference_runs(runs: pd.DataFrame, reference: str = DEFAULT_REFERENCE) -> pd
     return runs[(runs["method"] == reference) & (runs["status"] == RunStatus.DONE)]
 
 
-def _statistics(g: pd.DataFrame) -> dict[str, Any]:
-    """Counts, means and spreads of one setting's runs (only finished runs enter the statistics; accuracies and
-    compression rates are in percent already, see :mod:`harness.units`)."""
+def _judged_by(done: pd.DataFrame) -> str:
+    """The metric a setting's runs are judged by (``mixed`` where they differ)."""
+    names = set(done[JUDGED_BY].dropna()) - {""}
+    return names.pop() if len(names) == 1 else ("mixed" if names else "")
+
+
+def _statistics(g: pd.DataFrame, ci: str) -> dict[str, Any]:
+    """Counts, means, spreads and the confidence interval of one setting's runs (only finished runs enter the
+    statistics; accuracies and compression rates are in percent already, see :mod:`harness.units`)."""
     done = g[g["status"] == RunStatus.DONE]
-    acc, comp = done["final_acc"], done["compression"]
+    acc, comp = done[JUDGED], done["compression"]
+    interval = confidence_interval(acc, ci)
     row: dict[str, Any] = {
         "n": len(done),
         "failed": int((g["status"] == RunStatus.FAILED).sum()),
         "unfinished": int(g["status"].isin(UNFINISHED).sum()),
         "acc_mean": acc.mean(),
         "acc_std": acc.std(ddof=1),
+        "acc_ci95": interval.half,
+        "acc_ci_low": interval.low,
+        "acc_ci_high": interval.high,
+        "judged_by": _judged_by(done),
+        "final_acc_mean": done["final_acc"].mean(),
+        "best_val_acc_mean": done["best_val_acc"].mean(),
         "best_acc_mean": done["best_acc"].mean(),
         "compression": comp.mean(),
         "compression_std": comp.std(ddof=1),
@@ -136,17 +162,33 @@ def _statistics(g: pd.DataFrame) -> dict[str, Any]:
     return row
 
 
-def _reference_of(ref: pd.DataFrame, initialization: str, reference: str) -> dict[str, Any]:
-    """ref_acc and ref of a row from its group's reference runs: those with its initialization where the
-    reference has it, else all of them."""
+def matched_reference(ref: pd.DataFrame, initialization: str, reference: str) -> tuple[pd.DataFrame, str]:
+    """A row's reference runs among its group's (``ref``): those with its initialization where the reference
+    has it, else all of them; and how the table names them."""
     same = ref[ref["initialization"] == initialization]
     if len(same):
-        ref, what = same, f"{reference} / {initialization}"
-    else:
-        what = f"{reference}, all initializations"
+        return same, f"{reference} / {initialization}"
+    return ref, f"{reference}, all initializations"
+
+
+def _reference_of(ref: pd.DataFrame, initialization: str, reference: str) -> dict[str, Any]:
+    """ref_acc and ref of a row from its group's reference runs (:func:`matched_reference`)."""
+    ref, what = matched_reference(ref, initialization, reference)
     if not len(ref):
         return {"ref_acc": math.nan, "ref": ""}
-    return {"ref_acc": ref["final_acc"].mean(), "ref": f"{what} (n={len(ref)})"}
+    return {"ref_acc": ref[JUDGED].mean(), "ref": f"{what} (n={len(ref)})"}
+
+
+def _paired_with_reference(done: pd.DataFrame, ref: pd.DataFrame, test: str) -> dict[str, Any]:
+    """The paired comparison of a setting's finished runs with its reference runs, by seed (several reference
+    runs of one seed, as with "all initializations", count as their mean)."""
+    if not len(ref):
+        return {"n_pairs": 0, "p_raw": math.nan, "pair_note": ""}
+    mine = per_seed(done["seed"], done[JUDGED])
+    theirs = per_seed(ref["seed"], ref[JUDGED])
+    seeds = sorted(set(mine.index) & set(theirs.index))
+    result = paired_test(mine.loc[seeds], theirs.loc[seeds], test)
+    return {"n_pairs": result.n_pairs, "p_raw": result.p, "pair_note": result.note}
 
 
 def aggregate(
@@ -154,11 +196,16 @@ def aggregate(
     baseline: pd.DataFrame | None = None,
     training_cols: Sequence[str] = (),
     reference: str = DEFAULT_REFERENCE,
+    ci: str = "t",
+    test: str = "ttest",
 ) -> pd.DataFrame:
     """One row per setting, aggregated over seeds.
 
     ``runs`` are labelled runs (:func:`harness.report.labels.label_runs`); ``baseline`` the finished runs
-    that serve as the reference (default: the ``reference`` method's runs among ``runs``)."""
+    that serve as the reference (default: the ``reference`` method's runs among ``runs``). ``ci`` is the
+    interval method (``t`` or ``bootstrap``), ``test`` the paired test (``ttest`` or ``wilcoxon``) of every row
+    of another method against its reference runs; ``p_vs_ref`` is its p-value Holm-corrected over the rows
+    (``p_raw`` before the correction)."""
     keys = setting_keys(training_cols)
     gkeys = group_keys(training_cols)
     if baseline is None:
@@ -169,14 +216,21 @@ def aggregate(
         row = dict(zip(keys, values, strict=True))
         row["params_json"] = row["params"]
         row["params"] = g["params_label"].iloc[0]
-        row.update(_statistics(g))
+        row.update(_statistics(g, ci))
         ref = baseline[base_key == values_key(row[k] for k in gkeys)]
         row.update(_reference_of(ref, row["initialization"], reference))
         row["delta_acc"] = row["acc_mean"] - row["ref_acc"]
+        if row["method"] == reference:
+            row.update(n_pairs=0, p_raw=math.nan, pair_note="")
+        else:
+            matched, _ = matched_reference(ref, row["initialization"], reference)
+            row.update(_paired_with_reference(g[g["status"] == RunStatus.DONE], matched, test))
         rows.append(row)
     out = pd.DataFrame(rows, columns=list(dict.fromkeys([*keys[:-2], *_ORDER])))
-    for col in ("n", "failed", "unfinished"):
+    for col in ("n", "failed", "unfinished", "n_pairs"):
         out[col] = out[col].astype(int)
+    out["p_vs_ref"] = holm(out["p_raw"]) if len(out) else []
+    out["significant"] = [significant(p) for p in out["p_vs_ref"]]
     return out
 
 
@@ -217,17 +271,21 @@ def apply_sort(summary: pd.DataFrame, spec: str) -> pd.DataFrame:
 
 
 def default_columns(summary: pd.DataFrame, training_cols: Sequence[str]) -> list[str]:
-    """The columns shown unless --columns says otherwise (failed, unfinished and ranks where there are any)."""
+    """The columns shown unless --columns says otherwise (failed, unfinished and ranks where there are any; the
+    paired comparison with the reference where any row has a seed in common with it)."""
     cols = ["dataset", "model", "budget", *training_cols, "method", "params", "initialization", "n"]
     cols += [c for c in ("failed", "unfinished") if summary[c].any()]
-    cols += ["acc", "delta_acc", "compression", "params_inference"]
+    cols += ["acc", "delta_acc"]
+    cols += ["n_pairs", "p_vs_ref"] if bool((summary["n_pairs"] > 0).any()) else []
+    cols += ["compression", "params_inference"]
     cols += ["model_bytes"] if bool(summary["model_bytes"].notna().any()) else []  # runs that kept their model
     cols += ["flops", "epoch_seconds", "peak_memory_mb"]
     return cols + (["ranks"] if bool((summary["ranks"] != "").any()) else [])
 
 
 def select_columns(summary: pd.DataFrame, spec: str | None, default: list[str]) -> list[str]:
-    """``--columns``: comma-separated summary columns (``acc`` = mean ± std), or ``all``."""
+    """``--columns``: comma-separated summary columns (``acc`` = the mean with its 95% confidence interval), or
+    ``all``."""
     if not spec:
         return default
     available = ["acc", *summary.columns]

@@ -13,6 +13,7 @@ from pathlib import Path
 from .atomic import replacing, write_text
 from .build import Report
 from .errors import ReportError
+from .ranking import ranking_table
 from .render import render_html, render_latex, render_markdown
 
 FORMATS = ("md", "csv", "latex", "html")
@@ -22,7 +23,7 @@ _TEXT = {
     "latex": ("report.tex", render_latex),
     "html": ("report.html", render_html),
 }
-CSV_FILES = ("summary.csv", "not_done.csv", "quoted.csv")  # what _write_csv may write
+CSV_FILES = ("summary.csv", "not_done.csv", "quoted.csv", "equal_compression.csv", "ranking.csv")  # _write_csv's
 
 
 def parse_formats(spec: str) -> list[str]:
@@ -45,6 +46,12 @@ def _write_csv(report: Report, out: Path) -> list[Path]:
     if len(report.comparison):
         paths.append(out / "quoted.csv")
         tables.append(report.comparison)
+    if report.has_equal:
+        paths.append(out / "equal_compression.csv")
+        tables.append(report.equal)
+    if report.has_ranking and report.ranking is not None:
+        paths.append(out / "ranking.csv")
+        tables.append(ranking_table(report.ranking))
     for path, table in zip(paths, tables, strict=True):
         with replacing(path) as tmp:
             table.to_csv(tmp, index=False)
