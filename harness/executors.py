@@ -124,6 +124,7 @@ class _QueueReporter(Reporter):
         self.events.put(("begin", self.w, run.id))
 
     def run_start(self, epochs, steps_per_epoch):
+        self.pending = 0  # steps of an earlier pass of the run (harness.session) belong to the bar it replaces
         self.events.put(("start", self.w, epochs, steps_per_epoch))
 
     def step(self, n=1):

@@ -20,8 +20,10 @@ class LayerStats:
     """What one (dense or factorized) layer costs.
 
     ``dense_params``: parameters of the dense layer it replaces (weight + bias);
-    ``params``: parameters needed at inference; ``train_params``: parameters the optimizer holds
-    during training (e.g. augmented bases), ``ranks``: per-mode ranks where the layer has them.
+    ``params``: parameters needed at inference (a dense layer: its nonzero weights and its whole bias);
+    ``train_params``: parameters the optimizer holds during training (e.g. augmented bases, a pruned layer's
+    whole weight), ``ranks``: per-mode ranks where the layer has them; ``storage``: numbers stored to deploy the
+    layer (:func:`weight_storage`; ``None``: ``params``, as for factorized layers, which are stored dense).
     """
 
     name: str
@@ -33,17 +35,42 @@ class LayerStats:
     ranks: list[int] | None = None
     format: str = "dense"
     extra: dict[str, Any] = field(default_factory=dict)
+    storage: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def weight_storage(weight: torch.Tensor) -> int:
+    """Numbers stored to deploy a weight: the smaller of its dense size and its CSR form as a matrix
+    (out, in*kh*kw): the nonzero values, their column indices and out + 1 row pointers."""
+    rows = weight.shape[0] if weight.dim() else 1
+    nonzero = int(torch.count_nonzero(weight.detach()))
+    return min(weight.numel(), 2 * nonzero + rows + 1)
+
+
 def _dense_stats(name: str, module: nn.Module) -> LayerStats:
+    """A dense conv/linear layer: its weight's zeros (pruned connections) are not parameters at inference.
+    ``module.weight`` is the weight the layer applies (under ``torch.nn.utils.prune``, ``weight_orig * mask``);
+    ``train_params`` counts what the layer holds as parameters (a pruned layer: its whole weight)."""
     kind = "conv" if isinstance(module, nn.Conv2d) else "linear"
-    n = sum(p.numel() for p in module.parameters(recurse=False))
+    held = sum(p.numel() for p in module.parameters(recurse=False))
     weight = module.weight
     assert isinstance(weight, torch.Tensor)
-    return LayerStats(name, kind, list(weight.shape), n, n, n)
+    bias = module.bias.numel() if isinstance(module.bias, torch.Tensor) else 0
+    nonzero = int(torch.count_nonzero(weight.detach()))
+    extra = {"sparsity": 1.0 - nonzero / weight.numel()} if nonzero < weight.numel() else {}
+    return LayerStats(
+        name,
+        kind,
+        list(weight.shape),
+        weight.numel() + bias,
+        nonzero + bias,
+        held,
+        format="sparse" if extra else "dense",
+        extra=extra,
+        storage=weight_storage(weight) + bias,
+    )
 
 
 def layer_report(model: nn.Module) -> list[LayerStats]:
@@ -66,7 +93,9 @@ def parameter_summary(model: nn.Module, layers: list[LayerStats], full_params: i
     """Parameter counts and compression rates of a model, given its layer report.
 
     Parameters outside reported layers (BatchNorm, free biases) count in full. Compression is
-    ``1 - P / P_full`` with ``P_full`` the same architecture's dense parameter count.
+    ``1 - P / P_full`` with ``P_full`` the same architecture's dense parameter count. ``params_storage`` counts
+    the numbers stored to deploy the model: each layer's ``storage`` (a sparse weight as CSR where that is
+    smaller, see :func:`weight_storage`), every other parameter in full.
     """
     reported = {n for n in (s.name for s in layers)}
     other = 0
@@ -76,12 +105,14 @@ def parameter_summary(model: nn.Module, layers: list[LayerStats], full_params: i
         other += sum(p.numel() for p in module.parameters(recurse=False))
     inference = other + sum(s.params for s in layers)
     training = other + sum(s.train_params for s in layers)
+    storage = other + sum(s.params if s.storage is None else s.storage for s in layers)
     conv = [s for s in layers if s.kind == "conv"]
     conv_dense = sum(s.dense_params for s in conv)
     return {
         "params_inference": inference,
         "params_train": training,
         "params_full": full_params,
+        "params_storage": storage,
         "compression": 1.0 - inference / full_params,
         "compression_train": 1.0 - training / full_params,
         "compression_conv": (1.0 - sum(s.params for s in conv) / conv_dense) if conv_dense else None,

@@ -31,7 +31,7 @@ Worked example (also in docs/plugins.md)::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -40,6 +40,9 @@ from torch import nn
 from harness.layers import LayerStats, layer_report
 from harness.optim import build_optimizer
 from harness.toolkit.modules import resize_tensors
+
+if TYPE_CHECKING:
+    from harness.session import Session
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -87,9 +90,21 @@ class Method:
         return name
 
     # -- the contract -------------------------------------------------------------------------------
+    def model_problems(self, model: nn.Module) -> list[tuple[str, str]]:
+        """``(parameter name, message)`` for each parameter that does not fit ``model`` (a layer pattern that
+        matches no layer, a target no selection can meet). The suite asks before anything trains, with the
+        model built on the meta device (names and shapes, no values, no data); each problem exits with status 2
+        naming ``methods[i].params.<name>``. Default: none."""
+        return []
+
     def prepare(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
         """Transform a freshly built dense model (replace layers, initialize). Default: unchanged."""
         return model
+
+    def before_training(self, model: nn.Module, session: Session) -> None:
+        """Work on the prepared model with the run's data before the loop (score connections on a few batches,
+        train and prune in rounds), through ``session`` (:mod:`harness.session`). Its cost counts in the run's
+        total training cost. Default: nothing."""
 
     def make_optimizer(self, model: nn.Module, training: Any) -> torch.optim.Optimizer:
         """Build the optimizer from the suite's training settings. Default: over all parameters."""
@@ -109,12 +124,12 @@ class Method:
     def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """Hook called after each training epoch, before evaluation. Default: nothing."""
 
-    def load_shapes(self, model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
-        """Give a model this method has just prepared the tensor shapes of a trained one (``state_dict`` name ->
+    def match_state(self, model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Make a model this method has just prepared hold the tensors of a trained one (``state_dict`` name ->
         shape), before the trained weights are loaded into it (:func:`harness.load_model`): ranks that changed
-        during training. Default: every parameter or buffer of another shape is replaced by one of the stored
-        shape (:func:`harness.toolkit.resize_tensors`); a method whose layers keep state derived from their
-        shapes overrides this."""
+        during training, tensors that training added (a pruning mask). Default: every parameter or buffer of
+        another shape is replaced by one of the stored shape (:func:`harness.toolkit.resize_tensors`); a method
+        whose training changes more than shapes overrides this."""
         resize_tensors(model, shapes)
 
     def layer_stats(self, model: nn.Module) -> list[LayerStats]:

@@ -8,7 +8,7 @@ The structure (the header's metadata under the key ``harness``) names what rebui
 registries: the model and its builder's arguments, the method with its parameters and initialization, the dataset's
 input (channels, size, normalization) and every tensor's shape and dtype (the factor shapes of the trained model:
 DLRT/TDLRT ranks change during training). Loading builds the model, lets the method ``prepare`` it as for
-training, gives its tensors the stored shapes (:meth:`harness.Method.load_shapes`) and loads the weights. A
+training, gives its tensors the stored shapes (:meth:`harness.Method.match_state`) and loads the weights. A
 SHA-256 checksum of the structure and every tensor's bytes, kept in the structure, refuses a file that was changed
 after harness wrote it; safetensors itself refuses a truncated one.
 """
@@ -218,7 +218,7 @@ def rebuild(structure: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], s
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(structure["seed"]))
         model = method.prepare(model, generator)
-    method.load_shapes(model, {k: tuple(t.shape) for k, t in tensors.items()})
+    method.match_state(model, {k: tuple(t.shape) for k, t in tensors.items()})
     try:
         model.load_state_dict(dict(tensors), strict=True)
     except RuntimeError as exc:

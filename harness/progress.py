@@ -66,6 +66,8 @@ def summary(metrics: dict[str, Any]) -> str:
         f"{metrics['params_inference']:,} params",
         f"{metrics['epoch_seconds']:.1f} s/epoch",
     ]
+    if metrics.get("total_epochs", metrics.get("epochs")) != metrics.get("epochs"):
+        parts.append(f"{metrics['total_epochs']} epochs in all, {metrics['total_train_seconds']:.0f} s")
     if metrics.get("ranks"):
         ranks = " ".join(str(r) for r in metrics["ranks"].values())
         parts.append(f"ranks {ranks}")
@@ -97,6 +99,8 @@ class RichReporter(Reporter):
 
     def run_start(self, epochs: int, steps_per_epoch: int) -> None:
         s = self.slots[self.slot]
+        if s["task"] is not None:  # a method trained a pass before the loop (harness.session): a new bar
+            self.progress.remove_task(s["task"])
         s["epochs"] = epochs
         s["task"] = self.progress.add_task(f"{s['label']} epoch 1/{epochs}", total=epochs * steps_per_epoch)
 

@@ -224,41 +224,59 @@ def _extra_message(cls, loc: str) -> str:
     )
 
 
-def _check_shapes(suite: Suite) -> list[tuple[str, str]]:
-    """Build every (model, dataset) pair and push one batch through it: on the meta device (no memory, no
-    compute), and where that fails on the CPU, so that what is reported is the model's own error (some
-    models cannot be built on the meta device at all)."""
+def _check_shapes(suite: Suite) -> tuple[list[tuple[str, str]], dict[int, Any]]:
+    """Build every (model, dataset) pair and push one batch through it (:func:`probe_model`); returns the problems
+    and, per model index, one model that built (on the meta device where it could be)."""
     problems = []
+    built: dict[int, Any] = {}
     for m, mname in enumerate(suite.models):
         for dname in suite.datasets:
             spec = DATASETS.get(dname)
             try:
-                probe_model(mname, spec.channels, spec.num_classes, spec.image_size)
+                model = probe_model(mname, spec.channels, spec.num_classes, spec.image_size)
+                built.setdefault(m, model)
             except Exception as exc:
                 size = f"{spec.channels}x{spec.image_size}x{spec.image_size} images"
                 problems.append((f"models[{m}]", f"model {mname!r} cannot take dataset {dname!r} ({size}): {exc}"))
+    return problems, built
+
+
+def _check_fit(suite: Suite, built: dict[int, Any]) -> list[tuple[str, str]]:
+    """Every resolved parameter setting of every method against every model (``Method.model_problems``: a layer
+    pattern that matches nothing, a target the selected layers cannot meet), before anything trains."""
+    problems = []
+    for i, entry in enumerate(suite.methods):
+        cls = METHODS.get(entry.name)
+        for settings in entry._settings:
+            method = cls(cls.Params.model_validate(settings))
+            for m, model in built.items():
+                for key, msg in method.model_problems(model):
+                    problems.append((f"methods[{i}].params.{key}", f"model {suite.models[m]!r}: {msg}"))
     return problems
 
 
-def probe_model(name: str, channels: int, num_classes: int, image_size: int) -> None:
+def probe_model(name: str, channels: int, num_classes: int, image_size: int) -> Any:
     """Build model ``name`` for the given images and classes and check that a batch of two gives a
-    ``(2, num_classes)`` tensor; raise what went wrong."""
+    ``(2, num_classes)`` tensor: on the meta device (no memory, no compute), and where that fails on the CPU, so
+    that what is raised is the model's own error (some models cannot be built on the meta device at all).
+    Returns the model built."""
     import torch
 
     from harness.models import create_model
 
-    def probe(device: str) -> None:
+    def probe(device: str) -> Any:
         with torch.device(device):
             model = create_model(name, in_channels=channels, num_classes=num_classes, image_size=image_size)
             out = model(torch.zeros(2, channels, image_size, image_size))
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"a batch of 2 images gives {got}, not a (2, {num_classes}) tensor of class scores")
+        return model
 
     try:
-        probe("meta")
+        return probe("meta")
     except Exception:
-        probe("cpu")
+        return probe("cpu")
 
 
 def _check_size(parts: list[Suite], source: str, max_runs: int | None) -> None:
@@ -331,7 +349,11 @@ def _validate_grid(data: dict[str, Any], source: str, prefix: str) -> Suite:
 
 def _check_grid(suite: Suite, source: str, prefix: str) -> None:
     """Every parameter setting validated (and resolved) and every model built: what the schema cannot check."""
-    found = _check_methods(suite) + _check_shapes(suite)
+    found = _check_methods(suite)
+    shape_problems, built = _check_shapes(suite)
+    found += shape_problems
+    if not found:
+        found = _check_fit(suite, built)
     if suite.tuning is not None and suite.validation.size == 0:
         found.append(("validation", "tuning chooses on the validation split: give it a size above 0 (default 0.1)"))
     problems = [(f"{prefix}.{loc}" if prefix else loc, msg) for loc, msg in found]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +14,15 @@ import torch
 from torch import nn
 
 from harness.config import EpochRecord, Training, Validation
-from harness.data import crop_flip, load_tensors
+from harness.data import TensorData, crop_flip, load_tensors
 from harness.layers import parameter_summary
 from harness.memory import PeakMemory, run_tensors
-from harness.method import Method
+from harness.method import LossFn, Method
 from harness.model_file import model_bytes
 from harness.models import create_model
 from harness.optim import lr_factor, set_lr
 from harness.registry import DATASETS, METHODS
+from harness.session import Session
 
 
 class DivergedError(RuntimeError):
@@ -28,7 +32,9 @@ class DivergedError(RuntimeError):
 class Callbacks:
     """What the loop reports while it trains (progress displays and the store listen)."""
 
-    def run_start(self, epochs: int, steps_per_epoch: int) -> None: ...
+    def run_start(self, epochs: int, steps_per_epoch: int) -> None:
+        """A training pass starts (again for each pass a method trains before the loop, harness.session)."""
+
     def step(self, n: int = 1) -> None: ...
     def epoch_end(self, row: dict[str, Any]) -> None: ...
     def model_file(self, data: bytes) -> None: ...  # the trained model's file (harness.model_file), to keep
@@ -42,16 +48,40 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def inference_flops(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> int:
-    """FLOPs of one forward pass of one sample (torch.utils.flop_counter)."""
+def inference_flops(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> dict[str, int]:
+    """FLOPs of one forward pass of one sample (``torch.utils.flop_counter``, a multiply-add counts 2): ``flops``
+    as computed (dense), and ``flops_sparse``, the theoretical count that skips multiplications by zero weights:
+    each conv/linear module's FLOPs scaled by the fraction of its weight that is nonzero."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    skipped = [0.0]
+
+    def measure(module: nn.Module, counter: FlopCounterMode) -> list[Any]:
+        before: list[int] = []
+
+        def pre(*_: Any) -> None:
+            before.append(counter.get_total_flops())
+
+        def post(*_: Any) -> None:
+            weight = module.weight
+            assert isinstance(weight, torch.Tensor)
+            density = int(torch.count_nonzero(weight.detach())) / max(weight.numel(), 1)
+            skipped[0] += (counter.get_total_flops() - before.pop()) * (1.0 - density)
+
+        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros((1, *shape), device=device))
+        handles = [h for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear) for h in measure(m, counter)]
+        try:
+            model(torch.zeros((1, *shape), device=device))
+        finally:
+            for h in handles:
+                h.remove()
     model.train(was_training)
-    return int(counter.get_total_flops())
+    total = int(counter.get_total_flops())
+    return {"flops": total, "flops_sparse": total - round(skipped[0])}
 
 
 @torch.no_grad()
@@ -80,6 +110,152 @@ def build(config: dict[str, Any], device: torch.device) -> tuple[Method, nn.Modu
     return method, model, full_params
 
 
+class _Untracked:
+    """The memory tracker of a training pass whose memory is not measured (passes before the loop)."""
+
+    def step(self, index: int, steps: int) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def epoch_seconds(self, elapsed: float, loop: float, steps: int) -> float:
+        return elapsed
+
+
+@dataclass
+class Loop:
+    """One run's training epoch: the method's step over a shuffled pass of the data, under the suite's settings.
+    The loop of :func:`train_run` and every pass a method trains before it (:mod:`harness.session`) use it."""
+
+    method: Method
+    data: TensorData
+    training: Training
+    loss_fn: LossFn
+    augment: bool
+    device: torch.device
+    steps: int
+    check_every: int
+    callbacks: Callbacks
+
+    def epoch(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+        gen: torch.Generator,
+        mem: PeakMemory | _Untracked,
+        on_step: Callable[[int], None] | None = None,
+        done: int = 0,
+    ) -> tuple[float, float, float]:
+        """Train one epoch; returns its mean train loss, seconds (training only) and learning rate. ``on_step(k)``
+        is called after each step with the steps taken so far (``done`` before this epoch)."""
+        t = self.training
+        lr = set_lr(optimizer, t.lr, lr_factor(t.schedule, epoch, t.epochs, t.warmup_epochs, t.step_size, t.gamma))
+        model.train()
+        t0 = time.perf_counter()
+        n, bs, steps = len(self.data.train_x), t.batch_size, self.steps
+        order = torch.randperm(n, device=self.device, generator=gen)
+        total = torch.zeros((), device=self.device)
+        for s in range(steps):
+            with mem.step(s, steps):  # on CPU a few sampled steps are tracked (and timed apart)
+                idx = order[s * bs : (s + 1) * bs]
+                x = self.data.train_x[idx]
+                if self.augment:
+                    x = crop_flip(x, gen)
+                total += self.method.train_step(model, optimizer, (x, self.data.train_y[idx]), self.loss_fn)
+            if (s + 1) % self.check_every == 0 and not torch.isfinite(total):
+                raise DivergedError(_diverged(epoch, s, t))
+            self.callbacks.step()
+            if on_step is not None:
+                on_step(done + s + 1)
+        loop = time.perf_counter() - t0
+        self.method.end_epoch(model, optimizer, epoch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = mem.epoch_seconds(time.perf_counter() - t0, loop, steps)
+        train_loss = (total / steps).item()
+        if not math.isfinite(train_loss):
+            raise DivergedError(_diverged(epoch, steps - 1, t))
+        return train_loss, seconds, lr
+
+    def train_pass(
+        self, model: nn.Module, seed: int, on_step: Callable[[int], None] | None = None
+    ) -> tuple[int, int, float, float]:
+        """One pass of the whole schedule with a fresh optimizer (memory not measured, no epoch stored): its
+        epochs, steps, seconds and final train loss."""
+        optimizer = self.method.make_optimizer(model, self.training)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        epochs = self.training.epochs
+        self.callbacks.run_start(epochs, self.steps)
+        seconds, loss = 0.0, math.nan
+        for epoch in range(epochs):
+            loss, sec, _ = self.epoch(model, optimizer, epoch, gen, _Untracked(), on_step, epoch * self.steps)
+            seconds += sec
+        return epochs, epochs * self.steps, seconds, loss
+
+
+@dataclass
+class Prepared:
+    """A run ready for its loop: the method, its prepared model, the loop and the session of ``before_training``."""
+
+    method: Method
+    model: nn.Module
+    full_params: int
+    data: TensorData
+    training: Training
+    loop: Loop
+    session: Session
+
+
+def held_out(data: TensorData) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a method may evaluate on before the loop: the validation split, or the test set where a run of the
+    earlier protocol has none (recorded only; nothing may be chosen on it)."""
+    if data.val_x is not None and data.val_y is not None:
+        return data.val_x, data.val_y
+    return data.test_x, data.test_y
+
+
+def prepare_run(
+    config: dict[str, Any],
+    data_root: Path | None = None,
+    device: str = "auto",
+    callbacks: Callbacks | None = None,
+    download: bool = True,
+    check_every: int = 25,
+) -> Prepared:
+    """Load a run's data, build its method and prepared model, and the loop and session it trains with (before
+    ``Method.before_training``)."""
+    cb = callbacks or Callbacks()
+    dev = resolve_device(device)
+    training = Training.model_validate(config["training"])
+    budget = config.get("budget") or {}
+    data = load_tensors(
+        config["dataset"],
+        data_root,
+        dev,
+        budget.get("train_subset"),
+        budget.get("test_subset"),
+        download=download,
+        validation=Validation.model_validate(config.get("validation")),
+    )
+    method, model, full_params = build(config, dev)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
+    augment = training.augmentation == "crop_flip" or (training.augmentation == "auto" and data.augment)
+    n, bs = len(data.train_x), training.batch_size
+    steps = n // bs if n >= bs else 1  # drop the last partial batch (BatchNorm, equal steps)
+    loop = Loop(method, data, training, loss_fn, augment, dev, steps, check_every, cb)
+    session = Session(
+        training,
+        loss_fn,
+        data.train_x,
+        data.train_y,
+        config["seed"],
+        steps,
+        lambda m, on_step: loop.train_pass(m, config["seed"], on_step),
+        lambda m: evaluate(m, *held_out(data), training.eval_batch_size)[0],
+        "validation" if data.val_x is not None else "test",
+    )
+    return Prepared(method, model, full_params, data, training, loop, session)
+
+
 def train_run(
     config: dict[str, Any],
     data_root: Path | None = None,
@@ -90,64 +266,19 @@ def train_run(
 ) -> dict[str, Any]:
     """Train one resolved run config; returns the run's metrics. Raises on failure or divergence."""
     cb = callbacks or Callbacks()
-    dev = resolve_device(device)
-    training = Training.model_validate(config["training"])
-    budget = config.get("budget") or {}
-    validation = Validation.model_validate(config.get("validation"))
-    data = load_tensors(
-        config["dataset"],
-        data_root,
-        dev,
-        budget.get("train_subset"),
-        budget.get("test_subset"),
-        download=download,
-        validation=validation,
-    )
-    method, model, full_params = build(config, dev)
+    run = prepare_run(config, data_root, device, cb, download, check_every)
+    method, model, data, training, loop, session = run.method, run.model, run.data, run.training, run.loop, run.session
+    dev, steps, n = loop.device, loop.steps, len(data.train_x)
+    t0 = time.perf_counter()
+    method.before_training(model, session)
+    before_seconds = time.perf_counter() - t0 - session.excluded_seconds
     optimizer = method.make_optimizer(model, training)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
-    augment = training.augmentation == "crop_flip" or (training.augmentation == "auto" and data.augment)
     gen = torch.Generator(device=dev).manual_seed(config["seed"])
-    n, bs = len(data.train_x), training.batch_size
-    steps = n // bs if n >= bs else 1  # drop the last partial batch (BatchNorm, equal steps)
     cb.run_start(training.epochs, steps)
     epochs: list[dict[str, Any]] = []
     with PeakMemory(dev, lambda: run_tensors(model, optimizer)) as mem:
         for epoch in range(training.epochs):
-            lr = set_lr(
-                optimizer,
-                training.lr,
-                lr_factor(
-                    training.schedule,
-                    epoch,
-                    training.epochs,
-                    training.warmup_epochs,
-                    training.step_size,
-                    training.gamma,
-                ),
-            )
-            model.train()
-            t0 = time.perf_counter()
-            order = torch.randperm(n, device=dev, generator=gen)
-            total = torch.zeros((), device=dev)
-            for s in range(steps):
-                with mem.step(s, steps):  # on CPU a few sampled steps are tracked (and timed apart)
-                    idx = order[s * bs : (s + 1) * bs]
-                    x = data.train_x[idx]
-                    if augment:
-                        x = crop_flip(x, gen)
-                    total += method.train_step(model, optimizer, (x, data.train_y[idx]), loss_fn)
-                if (s + 1) % check_every == 0 and not torch.isfinite(total):
-                    raise DivergedError(_diverged(epoch, s, training))
-                cb.step()
-            loop = time.perf_counter() - t0
-            method.end_epoch(model, optimizer, epoch)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            seconds = mem.epoch_seconds(time.perf_counter() - t0, loop, steps)
-            train_loss = (total / steps).item()
-            if not math.isfinite(train_loss):
-                raise DivergedError(_diverged(epoch, steps - 1, training))
+            train_loss, seconds, lr = loop.epoch(model, optimizer, epoch, gen, mem)
             with mem.excluded():
                 acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
                 val_acc, val_loss = (
@@ -160,23 +291,29 @@ def train_run(
             epochs.append(row)
             cb.epoch_end(row)
     layers = method.layer_stats(model)
+    train_seconds = sum(e["seconds"] for e in epochs)
     metrics: dict[str, Any] = {
         "final_acc": epochs[-1]["test_acc"],
         "best_acc": max(e["test_acc"] for e in epochs),
         **selected_epoch(epochs),
         "final_train_loss": epochs[-1]["train_loss"],
         "final_test_loss": epochs[-1]["test_loss"],
-        "epoch_seconds": sum(e["seconds"] for e in epochs) / len(epochs),
-        "train_seconds": sum(e["seconds"] for e in epochs),
+        "epoch_seconds": train_seconds / len(epochs),
+        "train_seconds": train_seconds,
         "epochs": len(epochs),
-        "flops": inference_flops(model, tuple(data.train_x.shape[1:]), dev),
+        # the run's whole training cost: the loop and whatever the method did before it (harness.session)
+        "total_epochs": len(epochs) + session.epochs,
+        "total_steps": len(epochs) * steps + session.steps,
+        "total_train_seconds": train_seconds + before_seconds,
+        "before_training": session.records,
+        **inference_flops(model, tuple(data.train_x.shape[1:]), dev),
         "peak_memory_mb": mem.peak_mb,
         "device": str(dev),
         "train_size": n,
         "val_size": 0 if data.val_x is None else len(data.val_x),
         "test_size": len(data.test_x),
         "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
-        **parameter_summary(model, layers, full_params),
+        **parameter_summary(model, layers, run.full_params),
     }
     saved = model_bytes(model, config)  # kept by the callbacks (the run's results directory), its size reported
     metrics["model_bytes"] = len(saved)

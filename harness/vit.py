@@ -5,7 +5,8 @@ The image is cut into ``patch_size`` x ``patch_size`` patches, each embedded by 
 network's first conv, which methods leave dense by default), a learned class token and position embedding are
 added, then ``depth`` pre-norm encoder blocks: multi-head self-attention whose query, key, value and output
 projections are four ``nn.Linear`` layers (attention itself by ``torch.nn.functional.scaled_dot_product_attention``;
-``nn.MultiheadAttention`` keeps its input projection as a bare parameter, which no method would see), and an
+``nn.MultiheadAttention`` keeps its input projection as a bare parameter, which no method would see; its math
+backend, the one whose backward can itself be differentiated, as GraSP's Hessian-gradient products need), and an
 MLP of two ``nn.Linear`` layers with GELU. The head is LayerNorm and one ``nn.Linear`` on the class token (the
 last linear, also left dense by default). So the fixed-rank formats, DLRT/TDLRT and any method that replaces or
 prunes ``nn.Linear`` layers factorize the attention and MLP projections: ``6 * depth`` linear layers.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness.registry import register_model
 
@@ -41,7 +43,8 @@ class Attention(nn.Module):
         def split(y: torch.Tensor) -> torch.Tensor:  # (b, t, d) -> (b, heads, t, d / heads)
             return y.reshape(b, t, self.heads, d // self.heads).transpose(1, 2)
 
-        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        with sdpa_kernel(SDPBackend.MATH):  # the one backend with a double backward (GraSP's Hessian products)
+            y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 

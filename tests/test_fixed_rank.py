@@ -8,6 +8,7 @@ import pytest
 from torch import nn
 
 from harness import METHODS, Method
+from harness.config import identity_dump
 from harness.toolkit import rank_from_fraction
 from harness_methods.fixed_rank import (
     CP,
@@ -63,12 +64,14 @@ def test_a_new_format_declares_its_name_in_the_class_line():
 
 
 def test_resolved_params_are_unchanged():
-    """Run ids hash the resolved params: field names and defaults must stay as stored runs have them."""
-    assert TuckerMethod.Params().model_dump(mode="json") == {**COMMON, "modes": "channels"}
+    """Run ids hash the resolved params (identity_dump): field names and defaults must stay as stored runs have
+    them; a field added since (frobenius_decay) enters only when set."""
+    assert identity_dump(TuckerMethod.Params()) == {**COMMON, "modes": "channels"}
     for name in ("cp", "tt", "matrix"):
-        assert METHODS.get(name).Params().model_dump(mode="json") == COMMON
-    dumped = TTMethod.Params.model_validate({"compression": 0.9}).model_dump(mode="json")
+        assert identity_dump(METHODS.get(name).Params()) == COMMON
+    dumped = identity_dump(TTMethod.Params.model_validate({"compression": 0.9}))
     assert dumped == {**COMMON, "rank": None, "compression": 0.9}
+    assert identity_dump(TTMethod.Params.model_validate({"frobenius_decay": 1e-4}))["frobenius_decay"] == 1e-4
 
 
 def test_params_and_methods_pickle():

@@ -36,6 +36,8 @@ SUITE = tiny_suite(
                 {"name": "tt", "params": {"compression": 0.9}},
                 {"name": "matrix", "params": {"compression": 0.9}},
                 {"name": "tdlrt", "params": {"tau": 0.2}},
+                {"name": "snip", "params": {"sparsity": 0.9}},
+                {"name": "imp", "params": {"sparsity": 0.9, "rounds": 1}},
             ],
         },
         {"name": "vit", "models": ["vit"], "methods": [{"name": "dlrt", "params": {"tau": 0.2}}]},
@@ -45,8 +47,8 @@ SUITE = tiny_suite(
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A results directory of seven finished runs: LeNet5 full, tucker, cp, tt, matrix, tdlrt; vit dlrt. Tests that
-    change it copy it first."""
+    """A results directory of nine finished runs: LeNet5 full, tucker, cp, tt, matrix, tdlrt, snip, imp; vit dlrt.
+    Tests that change it copy it first."""
     import yaml
 
     root = tmp_path_factory.mktemp("models")
@@ -81,7 +83,18 @@ def test_every_finished_run_keeps_its_model_and_its_size_is_reported(trained):
 
 
 @pytest.mark.parametrize(
-    "name", ["lenet5/full", "lenet5/tucker", "lenet5/cp", "lenet5/tt", "lenet5/matrix", "lenet5/tdlrt", "vit/dlrt"]
+    "name",
+    [
+        "lenet5/full",
+        "lenet5/tucker",
+        "lenet5/cp",
+        "lenet5/tt",
+        "lenet5/matrix",
+        "lenet5/tdlrt",
+        "lenet5/snip",
+        "lenet5/imp",
+        "vit/dlrt",
+    ],
 )
 def test_export_then_load_model_gives_the_stored_accuracy(trained, tmp_path, name):
     """``export-model`` then ``harness.load_model`` (no suite, no store): the rebuilt network's test accuracy is
@@ -99,7 +112,10 @@ def test_export_then_load_model_gives_the_stored_accuracy(trained, tmp_path, nam
     acc, _ = evaluate(model, data.test_x, data.test_y, Training.model_validate(c["training"]).eval_batch_size)
     assert acc == run["metrics"]["final_acc"]
 
-    if name != "lenet5/full":  # factorized layers come back as the method's own modules
+    if name.endswith(("snip", "imp")):  # pruned layers come back pruned: masks loaded, zeros where they were
+        fc1 = model.get_submodule("7")
+        assert fc1.weight_mask.sum() < fc1.weight_mask.numel() and torch.equal(fc1.weight == 0, fc1.weight_mask == 0)
+    elif name != "lenet5/full":  # factorized layers come back as the method's own modules
         assert not any(type(m) is nn.Linear for n, m in model.named_modules() if n in run["metrics"]["ranks"])
     if "dlrt" in name:  # ranks changed in training: the loaded shapes are the trained ones, not the prepared ones
         _, fresh, _ = build(c, torch.device("cpu"))
@@ -214,7 +230,11 @@ def test_report_shows_the_model_file_size_beside_the_parameter_count(trained, tm
     table = (tmp_path / "rep" / "report.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| dataset"))
     cells = [c.strip() for c in header.split("|")]
-    assert cells.index("model file") == cells.index("params (inference)") + 1
+    # beside the parameter counts: the inference parameters, and the storage of sparse weights where shown
+    assert cells[cells.index("model file") - 2 : cells.index("model file")] == [
+        "params (inference)",
+        "storage (values + indices)",
+    ]
     for run in runs_of(trained).values():
         assert f"| {file_size(run['metrics']['model_bytes'])} |" in table
     assert file_size(1_725_920) == "1.73 MB" and file_size(346_324) == "346 kB" and file_size(512) == "512 B"
@@ -222,7 +242,7 @@ def test_report_shows_the_model_file_size_beside_the_parameter_count(trained, tm
 
 def test_merge_brings_the_model_files_of_the_runs_it_takes(trained, tmp_path):
     res = cli("merge", str(trained), "--into", str(tmp_path / "merged"))
-    assert res.returncode == 0 and "models 7" in res.stdout
+    assert res.returncode == 0 and "models 9" in res.stdout
     for run in runs_of(trained).values():
         assert (
             run_model_path(tmp_path / "merged", run["id"]).read_bytes()

@@ -61,9 +61,11 @@ def test_every_attention_and_mlp_projection_is_a_linear_layer_methods_select():
 class _Losses(Callbacks):
     def __init__(self):
         self.losses: list[float] = []
+        self.layers: list[dict] = []
 
     def epoch_end(self, row):
         self.losses.append(row["train_loss"])
+        self.layers = row["layers"]
 
 
 METHODS = [
@@ -74,13 +76,17 @@ METHODS = [
     ("matrix", {"compression": 0.5}),
     ("dlrt", {"tau": 0.1}),
     ("tdlrt", {"tau": 0.1}),
+    ("snip", {"sparsity": 0.5}),
+    ("grasp", {"sparsity": 0.5}),
+    ("imp", {"sparsity": 0.5, "rounds": 1}),
 ]
 
 
 @pytest.mark.parametrize("method,params", METHODS, ids=[m for m, _ in METHODS])
 def test_every_method_trains_vit(method, params):
     """Two epochs of 10 steps on the embedded MNIST subset (Adam): the loss falls and stays finite; a factorized
-    method has replaced every attention and MLP projection; full is well above chance."""
+    method has replaced every attention and MLP projection, a pruning method has pruned them; full is well above
+    chance."""
     suite = parse_suite(
         {
             "name": "vit",
@@ -101,6 +107,9 @@ def test_every_method_trains_vit(method, params):
     if method == "full":
         assert len(linear) == 24 and metrics["compression"] == 0.0
         assert metrics["final_acc"] > 0.18  # chance is 0.10
+    elif method in ("snip", "grasp", "imp"):  # the same Linear modules, their weights masked
+        sparse = {x["name"] for x in cb.layers if x["format"] == "sparse"}
+        assert len(linear) == 24 and set(names) <= sparse and 0.3 < metrics["compression"] < 0.5
     else:
         assert linear == []  # every projection replaced by the method's factorized layer
         assert len(metrics["ranks"]) == 24 and metrics["compression"] > 0.3

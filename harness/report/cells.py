@@ -54,10 +54,15 @@ HEADERS = {
     "compression_train": "train compression (%)",
     "params_inference": "params (inference)",
     "params_train": "params (training)",
+    "params_storage": "storage (values + indices)",
     "model_bytes": "model file",
     "flops": "FLOPs (inference)",
+    "flops_sparse": "FLOPs (sparse)",
     "epoch_seconds": "s / epoch",
     "train_seconds": "train s",
+    "epochs": "epochs",
+    "total_epochs": "epochs in all",
+    "total_train_seconds": "train s in all",
     "peak_memory_mb": "peak memory (MiB)",
     "ranks": "final ranks",
 }
@@ -79,8 +84,12 @@ _NUMBER_FORMATS = {
     "compression_train": "{:.1f}",
     "params_inference": "{:,.0f}",
     "params_train": "{:,.0f}",
+    "params_storage": "{:,.0f}",
     "epoch_seconds": "{:.2f}",
     "train_seconds": "{:.1f}",
+    "epochs": "{:.4g}",
+    "total_epochs": "{:.4g}",
+    "total_train_seconds": "{:.1f}",
     "peak_memory_mb": "{:.0f}",
     "n": "{:d}",
     "failed": "{:d}",
@@ -186,7 +195,7 @@ def format_cell(col: str, row: pd.Series, ci: str = "t") -> str:
         return "yes" if v is True or v == 1 else "no" if v is False or v == 0 else "—"
     if missing(v) or (isinstance(v, str) and v == ""):
         return "—"
-    if col == "flops":
+    if col in ("flops", "flops_sparse"):
         return si(v)
     if col == "model_bytes":
         return file_size(v)

@@ -47,14 +47,23 @@ _INTERVALS = {
     ),
 }
 _WILCOXON = " With fewer than 6 pairs the two-sided signed-rank test cannot reach p < 0.05, whatever the differences."
+_SPARSE = (
+    " Storage: numbers stored to deploy the model, a sparse weight as CSR (nonzero values, their column indices, row"
+    " pointers) where that is smaller; FLOPs (sparse): the theoretical count that skips multiplications by zero"
+    " weights. Epochs and train s in all: every training pass of a run (a method that trains several, such as"
+    " IMP's rounds, and its work before the loop), where the columns before count the final pass."
+)
 _QUOTED = (
     "Numbers quoted from the literature beside the measured settings they match; the difference is measured − quoted."
 )
 
 
-def explanation(reference: str, ci: str = "t", test: str = "ttest", judged: str = "", m: int = 0) -> str:
+def explanation(
+    reference: str, ci: str = "t", test: str = "ttest", judged: str = "", m: int = 0, columns: Sequence[str] = ()
+) -> str:
     """What the columns of the results table mean: ``judged`` says which accuracy (:func:`.judged.protocol_of`),
-    ``m`` how many p-values the Holm correction covers."""
+    ``m`` how many p-values the Holm correction covers; the sparse-model columns explained where they are shown."""
+    sparse = {"params_storage", "flops_sparse", "total_epochs", "total_train_seconds"} & set(columns)
     return _EXPLANATION.format(
         ref=reference,
         judged=judged or "final-epoch test accuracy",
@@ -62,14 +71,14 @@ def explanation(reference: str, ci: str = "t", test: str = "ttest", judged: str 
         test=TEST_NAMES[test],
         m=m,
         wilcoxon=_WILCOXON if test == "wilcoxon" else "",
-    )
+    ) + (_SPARSE if sparse else "")
 
 
 def report_explanation(report: Report) -> str:
     """:func:`explanation` for a report."""
     done = report.runs[report.runs["status"] == RunStatus.DONE]
     m = int(report.summary["p_raw"].notna().sum())
-    return explanation(report.reference, report.ci, report.test, protocol_of(done["judged_by"]), m)
+    return explanation(report.reference, report.ci, report.test, protocol_of(done["judged_by"]), m, report.columns)
 
 
 def equal_explanation(report: Report) -> str:

@@ -28,10 +28,15 @@ DEFAULT_REFERENCE = "full"
 _MEANS = (
     "params_inference",
     "params_train",
+    "params_storage",
     "model_bytes",
     "flops",
+    "flops_sparse",
     "epoch_seconds",
     "train_seconds",
+    "epochs",
+    "total_epochs",
+    "total_train_seconds",
     "peak_memory_mb",
 )
 _ORDER = (
@@ -278,9 +283,20 @@ def default_columns(summary: pd.DataFrame, training_cols: Sequence[str]) -> list
     cols += ["acc", "delta_acc"]
     cols += ["n_pairs", "p_vs_ref"] if bool((summary["n_pairs"] > 0).any()) else []
     cols += ["compression", "params_inference"]
+    cols += ["params_storage"] if _differs(summary, "params_storage", "params_inference") else []
     cols += ["model_bytes"] if bool(summary["model_bytes"].notna().any()) else []  # runs that kept their model
-    cols += ["flops", "epoch_seconds", "peak_memory_mb"]
+    cols += ["flops"] + (["flops_sparse"] if _differs(summary, "flops_sparse", "flops") else [])
+    cols += ["epoch_seconds"]
+    cols += ["total_epochs", "total_train_seconds"] if _differs(summary, "total_epochs", "epochs") else []
+    cols += ["peak_memory_mb"]
     return cols + (["ranks"] if bool((summary["ranks"] != "").any()) else [])
+
+
+def _differs(summary: pd.DataFrame, col: str, other: str) -> bool:
+    """Whether some row has ``col`` and it differs from ``other`` (a sparse model's storage and FLOPs, the training
+    cost of a method that trains several passes): those columns are shown only then."""
+    a, b = pd.to_numeric(summary[col], errors="coerce"), pd.to_numeric(summary[other], errors="coerce")
+    return bool((a.notna() & (a != b)).any())
 
 
 def select_columns(summary: pd.DataFrame, spec: str | None, default: list[str]) -> list[str]:

@@ -1,8 +1,8 @@
 """The public toolkit for writing methods: everything a built-in method uses, a plugin may use too.
 
 - layers: :func:`select_layers` (shell patterns over module names, or the default choice),
-  :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`replace_module`, :func:`resize_tensors` (a
-  prepared model given a trained one's tensor shapes, for loading it);
+  :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`pattern_problems`, :func:`replace_module`,
+  :func:`resize_tensors` (a prepared model given a trained one's tensor shapes, for loading it);
 - ranks: :func:`resolve_rank` / :func:`rank_from_fraction` (one rounding rule for every method);
 - deterministic linear algebra: :func:`single_threaded`; :func:`generator_seed`;
 - capture of layer inputs, outputs and output gradients: :class:`Capture`;
@@ -17,6 +17,7 @@ from harness.toolkit.modules import (
     FACTORIZABLE,
     candidate_layers,
     generator_seed,
+    pattern_problems,
     replace_module,
     resize_tensors,
     select_layers,
@@ -42,6 +43,7 @@ __all__ = [
     "candidate_layers",
     "generator_seed",
     "moment_transport",
+    "pattern_problems",
     "rank_from_fraction",
     "replace_module",
     "reshape_parameter",

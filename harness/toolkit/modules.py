@@ -39,6 +39,17 @@ def unmatched_patterns(model: nn.Module, patterns: list[str]) -> list[str]:
     return [p for p in patterns if not any(fnmatch.fnmatch(n, p) for n in names)]
 
 
+def pattern_problems(model: nn.Module, patterns: list[str] | None, key: str = "layers") -> list[tuple[str, str]]:
+    """``[(key, message)]`` when shell patterns of ``patterns`` match no conv/linear layer of ``model`` (the
+    form ``Method.model_problems`` returns), else ``[]``."""
+    missing = unmatched_patterns(model, patterns) if patterns is not None else []
+    if not missing:
+        return []
+    return [
+        (key, f"layer pattern(s) {missing} match no conv/linear layer; layers: {', '.join(candidate_layers(model))}")
+    ]
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the submodule called ``name`` was."""
     parent_name, _, attr = name.rpartition(".")

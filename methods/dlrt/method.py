@@ -13,7 +13,15 @@ from torch import nn
 from harness import Method, register_method
 from harness.config import WHEN_SET
 from harness.optim import build_optimizer
-from harness.toolkit import Capture, RankSpec, TruncationSchedule, replace_module, resolve_rank, select_layers
+from harness.toolkit import (
+    Capture,
+    RankSpec,
+    TruncationSchedule,
+    pattern_problems,
+    replace_module,
+    resolve_rank,
+    select_layers,
+)
 from harness_methods.dlrt.base import DLRTLayer
 from harness_methods.dlrt.budget import augmentation_caps
 
@@ -62,6 +70,14 @@ class DLRTParams(BaseModel):
         0,
         ge=0,
         description="batches over which tau rises linearly from 0 to its value (0: none)",
+        json_schema_extra=WHEN_SET,
+    )
+    frobenius_decay: float | None = Field(
+        None,
+        ge=0,
+        description="Frobenius decay (Khodak et al., ICLR 2021) of each layer's weight W = C x_k U_k: with orthonormal "
+        "bases ||W||_F = ||C||_F, so it is weight decay of the cores at this coefficient in place of the suite's "
+        "(null: the cores take the suite's weight decay, which is then Frobenius decay at that coefficient)",
         json_schema_extra=WHEN_SET,
     )
     layers: list[str] | None = Field(None, description="layer-name patterns; default: all but first conv, last linear")
@@ -119,6 +135,9 @@ class _DLRTBase(Method):
                 ranks.append(min(max(resolve_rank(p.initial_rank, ref[k]), r_min[k]), r_max[k]))
         return ranks, adaptive, r_min, r_max, a_max
 
+    def model_problems(self, model: nn.Module) -> list[tuple[str, str]]:
+        return pattern_problems(model, self.params.layers)
+
     def prepare(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
         modules = dict(model.named_modules())
         for name in select_layers(model, self.params.layers):
@@ -138,16 +157,20 @@ class _DLRTBase(Method):
         return self._layers
 
     def make_optimizer(self, model: nn.Module, training: Any) -> torch.optim.Optimizer:
-        """The suite's optimizer over every parameter; with ``core_momentum`` (SGD) the cores form their own group
-        with that momentum."""
+        """The suite's optimizer over every parameter; the cores form their own group with ``core_momentum`` (SGD)
+        as their momentum and ``frobenius_decay`` as their weight decay, where given."""
         p: DLRTParams = self.params  # type: ignore[assignment]
-        if p.core_momentum is None or training.optimizer != "sgd":
+        group: dict[str, Any] = {}
+        if p.core_momentum is not None and training.optimizer == "sgd":
+            group.update(momentum=p.core_momentum, nesterov=training.nesterov and p.core_momentum > 0)
+        if p.frobenius_decay is not None:
+            group.update(weight_decay=p.frobenius_decay)
+        if not group:
             return super().make_optimizer(model, training)
         cores = [layer.core for layer in self.tucker_layers(model)]
         ids = {id(c) for c in cores}
         rest = [q for q in model.parameters() if q.requires_grad and id(q) not in ids]
-        group = {"params": cores, "momentum": p.core_momentum, "nesterov": training.nesterov and p.core_momentum > 0}
-        return build_optimizer([{"params": rest}, group], training)
+        return build_optimizer([{"params": rest}, {"params": cores, **group}], training)
 
     # -- one step ------------------------------------------------------------------------------------------------
     def train_step(self, model, optimizer, batch, loss_fn) -> torch.Tensor:

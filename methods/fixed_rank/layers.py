@@ -19,7 +19,8 @@ from harness.layers import LayerStats
 
 
 class _Reports:
-    """Mixin: ``layer_stats`` for a factorized layer (dense shape/count set at construction)."""
+    """Mixin: ``layer_stats`` for a factorized layer (dense shape/count set at construction), and what Frobenius
+    decay needs: the factor parameters and the squared Frobenius norm of the weight they make."""
 
     fmt: str
     kind: str
@@ -35,6 +36,16 @@ class _Reports:
         return LayerStats(
             name, self.kind, list(self.dense_shape), self.dense_params, n, n, list(self.ranks), self.fmt, extra
         )
+
+    def factor_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the factors (every parameter but the bias)."""
+        bias = getattr(self, "bias", None)
+        return [p for p in self.parameters() if p is not bias]  # type: ignore[attr-defined]
+
+    def frobenius_sq(self) -> torch.Tensor:
+        """``||W||_F^2`` of the weight the factors make (differentiable in the factors). Default: the weight
+        rebuilt by tltorch."""
+        return self.weight.to_tensor().square().sum()  # type: ignore[attr-defined]
 
     def _set_meta(
         self,
@@ -156,6 +167,14 @@ class _UV(_Reports, nn.Module):
             with torch.no_grad():
                 self.u.bias.copy_(dense.bias)
         self._set_meta(fmt, kind, dense, [v.weight.shape[0]], implementation)
+
+    def factor_parameters(self) -> list[nn.Parameter]:
+        return [self.u.weight, self.v.weight]
+
+    def frobenius_sq(self) -> torch.Tensor:
+        """``||U V^T||_F^2 = sum((U^T U) * (V^T V))``: two r x r Gram matrices, never the product."""
+        u, vt = self.u.weight.flatten(1), self.v.weight.flatten(1)  # (out, r), (r, in*kh*kw)
+        return ((u.t() @ u) * (vt @ vt.t())).sum()
 
     def set_factors(self, u: torch.Tensor, v: torch.Tensor) -> None:
         """Set U (out, r) and V (in*kh*kw or in, r)."""

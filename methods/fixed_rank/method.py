@@ -18,9 +18,18 @@ from torch import nn
 
 from harness import Method, register_method
 from harness.layers import LayerStats, layer_report
-from harness.toolkit import candidate_layers, generator_seed, replace_module, select_layers, unmatched_patterns
+from harness.optim import build_optimizer
+from harness.toolkit import (
+    candidate_layers,
+    generator_seed,
+    pattern_problems,
+    replace_module,
+    select_layers,
+    unmatched_patterns,
+)
 
 from .formats import CP, TT, Format, Matrix, Shape, Tucker
+from .layers import MatrixConv2d, MatrixLinear, TensorConv2d, TensorLinear
 from .params import FixedRankParams
 
 INITIALIZATIONS = ("random", "decompose", "spectral")
@@ -108,6 +117,9 @@ class FixedRankMethod(Method):
         return fmt.fraction_ranks(kind, shape, lo) if lo > 0 else floor
 
     # -- the method contract ----------------------------------------------------------------------------
+    def model_problems(self, model: nn.Module) -> list[tuple[str, str]]:
+        return pattern_problems(model, self.params.layers)
+
     def prepare(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
         patterns = self.params.layers
         if patterns is not None:
@@ -148,6 +160,40 @@ class FixedRankMethod(Method):
             # size are expected; the SVD start pads those factors with random columns)
             warnings.filterwarnings("ignore", message="Trying to compute SVD with n_eigenvecs")
             self.format.init_from_dense(layer, w, seed, spectral=self.initialization == "spectral")
+
+    # -- Frobenius decay (Khodak et al., ICLR 2021) ---------------------------------------------------------
+    @staticmethod
+    def factorized_layers(model: nn.Module) -> list[Any]:
+        """The factorized layers of ``model``."""
+        kinds = (TensorConv2d, TensorLinear, MatrixConv2d, MatrixLinear)
+        return [m for m in model.modules() if isinstance(m, kinds)]
+
+    def make_optimizer(self, model: nn.Module, training: Any) -> torch.optim.Optimizer:
+        """The suite's optimizer; with ``frobenius_decay`` the factors form a group without weight decay (the
+        decay of their product is in the loss, :meth:`train_step`)."""
+        if self.params.frobenius_decay is None:
+            return super().make_optimizer(model, training)
+        factors = [p for layer in self.factorized_layers(model) for p in layer.factor_parameters()]
+        ids = {id(p) for p in factors}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+        return build_optimizer([{"params": rest}, {"params": factors, "weight_decay": 0.0}], training)
+
+    def frobenius_penalty(self, model: nn.Module) -> Any:
+        """``frobenius_decay / 2 * sum ||W||_F^2`` over the factorized layers (0 without any)."""
+        decay = self.params.frobenius_decay or 0.0
+        return 0.5 * decay * sum(layer.frobenius_sq() for layer in self.factorized_layers(model))
+
+    def train_step(self, model, optimizer, batch, loss_fn) -> torch.Tensor:
+        """One step; with ``frobenius_decay`` the penalty joins the loss that is differentiated (the loss returned,
+        and recorded as the train loss, is the data loss alone)."""
+        if self.params.frobenius_decay is None:
+            return super().train_step(model, optimizer, batch, loss_fn)
+        x, y = batch
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        (loss + self.frobenius_penalty(model)).backward()
+        optimizer.step()
+        return loss.detach()
 
     def layer_stats(self, model: nn.Module) -> list[LayerStats]:
         stats = layer_report(model)

@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.config import WHEN_SET
+
 
 class FixedRankParams(BaseModel):
     """Parameters shared by the fixed-rank formats (see the package docstring)."""
@@ -38,6 +40,14 @@ class FixedRankParams(BaseModel):
     )
     decompose_iters: int = Field(
         2, ge=1, description="ALS (cp) / HOOI (tucker) sweeps of the decompose and spectral inits"
+    )
+    frobenius_decay: float | None = Field(
+        None,
+        ge=0,
+        description="Frobenius decay (Khodak et al., ICLR 2021): the loss gains frobenius_decay / 2 * ||W||_F^2 of "
+        "each factorized layer's weight W (the product of its factors) and its factors leave the suite's weight "
+        "decay; null (default): the factors take the suite's weight decay like every parameter",
+        json_schema_extra=WHEN_SET,
     )
 
     default_rank: ClassVar[float] = 0.5
