@@ -276,6 +276,7 @@ def train_run(
     gen = torch.Generator(device=dev).manual_seed(config["seed"])
     cb.run_start(training.epochs, steps)
     epochs: list[dict[str, Any]] = []
+    selected: bytes | None = None  # with a validation split: the model of the epoch best on validation so far
     with PeakMemory(dev, lambda: run_tensors(model, optimizer)) as mem:
         for epoch in range(training.epochs):
             train_loss, seconds, lr = loop.epoch(model, optimizer, epoch, gen, mem)
@@ -288,6 +289,9 @@ def train_run(
                 )
             stats = [s.to_dict() for s in method.layer_stats(model)]
             row = EpochRecord(epoch, train_loss, acc, test_loss, seconds, lr, stats, val_acc, val_loss).to_dict()
+            if val_acc is not None and val_acc > max((e["val_acc"] for e in epochs), default=-1.0):
+                with mem.excluded():
+                    selected = model_bytes(model, config)
             epochs.append(row)
             cb.epoch_end(row)
     layers = method.layer_stats(model)
@@ -315,8 +319,11 @@ def train_run(
         "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
         **parameter_summary(model, layers, run.full_params),
     }
-    saved = model_bytes(model, config)  # kept by the callbacks (the run's results directory), its size reported
+    # the model a run is judged by (the epoch best on validation, else the last), kept by the callbacks in the run's
+    # results directory; its size reported
+    saved = selected if selected is not None else model_bytes(model, config)
     metrics["model_bytes"] = len(saved)
+    metrics["model_epoch"] = metrics.get("best_epoch", epochs[-1]["epoch"])
     cb.model_file(saved)
     return metrics
 

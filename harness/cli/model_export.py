@@ -32,7 +32,8 @@ def find_run(store: Store, wanted: str) -> tuple[dict[str, Any], str]:
 
 
 def verify_accuracy(path: Path, run: dict[str, Any], data_root: Path | None) -> tuple[float, float, str]:
-    """The test accuracy of the model rebuilt from ``path`` on the run's test data, the run's stored one, and the
+    """The test accuracy of the model rebuilt from ``path`` on the run's test data, the run's stored one (of the epoch
+    the kept model is of: the best on validation, else the last), and the
     device evaluated on: the run's own where this machine has it (numerics differ between devices), else the CPU."""
     import torch
 
@@ -49,7 +50,9 @@ def verify_accuracy(path: Path, run: dict[str, Any], data_root: Path | None) -> 
     data = load_tensors(config["dataset"], data_root, device, budget.get("train_subset"), budget.get("test_subset"))
     batch = Training.model_validate(config["training"]).eval_batch_size
     acc, _ = evaluate(load_model(path, device), data.test_x, data.test_y, batch)
-    return acc, run["metrics"]["final_acc"], device
+    m = run["metrics"]
+    stored = m.get("test_acc_at_best_val", m["final_acc"])  # the kept model is the judged epoch's (model_epoch)
+    return acc, stored, device
 
 
 @store_errors
