@@ -190,8 +190,9 @@ def build_report(
     compression_reference: str | None = None,
     run_ids: Collection[str] | None = None,
 ) -> Report:
-    """Read a store and aggregate it. ``suite`` keeps only that suite's runs (``run_ids``: only these, e.g. the
-    runs a suite file expands to now, leaving out runs of settings it has since dropped); ``where`` selects runs
+    """Read a store and aggregate it. ``suite`` keeps only that suite's runs (tuning trials: only those among
+    ``run_ids`` where given, e.g. the runs a suite file expands to now: the trials of settings it has dropped are
+    left out); ``where`` selects runs
     (pandas query over the runs table) without changing the baseline that delta acc refers to;
     ``reference`` is the method every setting is compared with; ``ci`` (``t`` or ``bootstrap``) how intervals
     are computed; ``test`` (``ttest`` or ``wilcoxon``) the paired test; ``levels`` the compression levels (in
@@ -202,9 +203,9 @@ def build_report(
     raw = runs_frame(store)
     if suite is not None and len(raw):
         raw = raw[raw["suite"] == suite]
-    if run_ids is not None and len(raw):
-        raw = raw[raw["run_id"].isin(set(run_ids))]
     raw, trials = without_trials(raw)
+    if run_ids is not None and len(trials):
+        trials = trials[trials["run_id"].isin(set(run_ids))]
     if raw.empty:
         raise NoFinishedRuns(
             f"no runs in {store.dir}"
