@@ -145,17 +145,54 @@ def dataset(
     files: DataFiles | None = None,
 ):
     """Decorator registering a loader ``load(root, download) -> (train_x, train_y, test_x, test_y)``; ``files``
-    lets ``harness run`` check that the dataset's files are there before training anything."""
+    lets ``harness run`` check that the dataset's files are there before training anything.
+
+    The loader returns numpy arrays: images ``(N, channels, H, W)`` with values on the 0-255 scale (uint8, or
+    any numeric type; divided by 255, then normalized by ``mean``/``std``), ``H = W = image_size`` (or smaller
+    with ``pad_to = image_size``: zero-padded), and integer labels ``(N,)`` in ``[0, num_classes)``; the test
+    split likewise. ``harness.register_dataset`` is this decorator; the loader keeps its spec as
+    ``load.dataset_spec`` (what a ``harness.datasets`` entry point naming it registers)."""
 
     def decorate(load):
-        DATASETS.add(
-            name,
-            DatasetSpec(name, channels, image_size, num_classes, mean, std, augment, load, description, pad_to, files),
-            description,
+        spec = DatasetSpec(
+            name, channels, image_size, num_classes, mean, std, augment, load, description, pad_to, files
         )
+        DATASETS.add(name, spec, description)
+        load.dataset_spec = spec
         return load
 
     return decorate
+
+
+register_dataset = dataset
+
+
+def check_arrays(spec: DatasetSpec, arrays: tuple) -> None:
+    """Raise ``ValueError`` naming what is wrong when a loader's arrays break the contract of :func:`dataset`."""
+    where = f"dataset {spec.name!r}: its loader"
+    if not isinstance(arrays, tuple | list) or len(arrays) != 4:
+        raise ValueError(f"{where} must return (train_x, train_y, test_x, test_y), got {type(arrays).__name__}")
+    size = spec.pad_to or spec.image_size
+    for split, x, y in (("train", arrays[0], arrays[1]), ("test", arrays[2], arrays[3])):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim != 4 or x.shape[1] != spec.channels or x.shape[2] != x.shape[3] or not 1 <= x.shape[2] <= size:
+            want = f"(N, {spec.channels}, {spec.image_size}, {spec.image_size})"
+            raise ValueError(f"{where} returned {split} images of shape {x.shape}; expected {want}")
+        if spec.pad_to is None and x.shape[2] != spec.image_size:
+            raise ValueError(
+                f"{where} returned {split} images of {x.shape[2]}x{x.shape[3]}; the spec says "
+                f"{spec.image_size}x{spec.image_size} (pad_to zero-pads smaller ones)"
+            )
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"{where} returned {split} images of type {x.dtype}; expected numbers on the 0-255 scale")
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(
+                f"{where} returned {split} labels of shape {y.shape} and type {y.dtype}; expected {len(x)} integers"
+            )
+        if len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
+            raise ValueError(
+                f"{where} returned {split} labels from {y.min()} to {y.max()}; expected 0..{spec.num_classes - 1}"
+            )
 
 
 # -- readers ------------------------------------------------------------------------------------------
@@ -390,7 +427,10 @@ def load_tensors(
     split = (held.size, held.seed) if held else None
     key = (name, str(root), str(device), train_subset, test_subset, split)
     if key not in _CACHE:
-        x, y, xt, yt = spec.load(root, download)
+        arrays = spec.load(root, download)
+        check_arrays(spec, arrays)
+        x, y, xt, yt = (np.asarray(a) for a in arrays)
+        y, yt = y.astype(np.int64, copy=False), yt.astype(np.int64, copy=False)
         rest, val = validation_split(len(x), held.count(len(x)), held.seed) if held else (np.arange(len(x)), None)
         tr, te = rest[subset_indices(len(rest), train_subset)], subset_indices(len(xt), test_subset)
         data = TensorData(

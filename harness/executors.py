@@ -30,6 +30,7 @@ from harness.runner import (
     attempt,
     execute,
     failure,
+    keep_model,
     record_outcome,
     stop_on_signals,
     tally,
@@ -250,8 +251,11 @@ RAY_MISSING = (
 )
 
 
-def _ray_train(config: dict[str, Any], options: Options, threads: int) -> tuple[RunOutcome, list[dict[str, Any]]]:
-    """Runs inside a Ray worker (which may not reach the store): train one run; its outcome and epoch rows."""
+def _ray_train(
+    config: dict[str, Any], options: Options, threads: int
+) -> tuple[RunOutcome, list[dict[str, Any]], bytes | None]:
+    """Runs inside a Ray worker (which may not reach the store): train one run; its outcome, epoch rows and
+    model file."""
     from harness.train import Callbacks
 
     _set_threads(threads)
@@ -259,12 +263,16 @@ def _ray_train(config: dict[str, Any], options: Options, threads: int) -> tuple[
     class Collect(Callbacks):
         def __init__(self):
             self.rows = []
+            self.model: bytes | None = None
 
         def epoch_end(self, row):
             self.rows.append(row)
 
+        def model_file(self, data):
+            self.model = data
+
     cb = Collect()
-    return attempt(config, cb, options.data_root, options.device, options.download), cb.rows
+    return attempt(config, cb, options.data_root, options.device, options.download), cb.rows, cb.model
 
 
 def run_ray(
@@ -311,11 +319,13 @@ def run_ray(
             done, waiting = ray.wait(waiting, num_returns=1)
             run = refs[done[0]]
             try:
-                outcome, rows = ray.get(done[0])
+                outcome, rows, model = ray.get(done[0])
             except Exception as exc:  # the task did not return: WorkerCrashedError, OutOfMemoryError, ...
-                outcome, rows = _ray_failure(exc), []
+                outcome, rows, model = _ray_failure(exc), [], None
             for row in rows:
                 store.add_epoch(run.id, row)
+            if model is not None and outcome.status is RunStatus.DONE:
+                keep_model(store, run.id, model)
             _settle(store, run, outcome, reporter, counts)
     except BaseException:  # interrupted, or the store failed: cancel every task, give their runs back
         for ref in refs:

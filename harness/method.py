@@ -40,6 +40,7 @@ from torch import nn
 from harness.layers import LayerStats, layer_report
 from harness.optim import build_optimizer
 from harness.precision import FP32, Precision
+from harness.toolkit.modules import resize_tensors
 
 if TYPE_CHECKING:
     from harness.session import Session
@@ -137,6 +138,14 @@ class Method:
 
     def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """Hook called after each training epoch, before evaluation. Default: nothing."""
+
+    def match_state(self, model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Make a model this method has just prepared hold the tensors of a trained one (``state_dict`` name ->
+        shape), before the trained weights are loaded into it (:func:`harness.load_model`): ranks that changed
+        during training, tensors that training added (a pruning mask). Default: every parameter or buffer of
+        another shape is replaced by one of the stored shape (:func:`harness.toolkit.resize_tensors`); a method
+        whose training changes more than shapes overrides this."""
+        resize_tensors(model, shapes)
 
     def layer_stats(self, model: nn.Module) -> list[LayerStats]:
         """Per-layer statistics (shape, parameters, ranks). Default: the engine's layer report."""

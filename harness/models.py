@@ -7,6 +7,10 @@ several datasets; ``create_model(name, **kwargs)`` is the one entry point.
 * ``alexnet``: CIFAR AlexNet (five 3x3 convs 64-192-384-256-256 with BatchNorm, fc 4096-4096).
 * ``vgg16``: CIFAR VGG16 (13 3x3 convs with BatchNorm, classifier fc 512-512-classes).
 * ``resnet18``: CIFAR ResNet18 (3x3 stem, no max-pool, four stages of two basic blocks).
+* ``vit``: a small vision transformer for 28x28 and 32x32 images (:mod:`harness.vit`).
+* ``torchvision.<arch>``: torchvision's classification architectures (:mod:`harness.torchvision_models`).
+
+Other packages add models through the entry-point group ``harness.models`` (docs/plugins.md).
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ from harness.registry import MODELS, register_model
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered architecture by name."""
     return MODELS.get(name)(**kwargs)
+
+
+def model_args(dataset: str) -> dict[str, int]:
+    """The builder arguments a dataset gives every model: ``in_channels``, ``num_classes``, ``image_size``."""
+    from harness.registry import DATASETS
+
+    spec = DATASETS.get(dataset)
+    return {"in_channels": spec.channels, "num_classes": spec.num_classes, "image_size": spec.image_size}
 
 
 @register_model("lenet5", "LeNet5 (DLRT paper variant): conv20-conv50 5x5, fc500, for 28x28 inputs")
@@ -138,3 +150,8 @@ class ResNet18(nn.Module):
 def resnet18(in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> nn.Module:
     _needs("resnet18", image_size, 8)
     return ResNet18(in_channels, num_classes)
+
+
+# torchvision's architectures (``torchvision.resnet18``) and the vision transformer register on import
+from harness import torchvision_models as _torchvision_models  # noqa: E402, F401
+from harness import vit as _vit  # noqa: E402, F401

@@ -125,6 +125,24 @@ class _StoreCallbacks(Callbacks):
         self.store.add_epoch(self.rid, row)
         self.reporter.epoch_end(row)
 
+    def model_file(self, data: bytes) -> None:
+        keep_model(self.store, self.rid, data)
+
+
+def keep_model(store: Store, rid: str, data: bytes) -> None:
+    """Keep a finished run's model file in its run directory of the results directory (RESULTS/runs/<id>/); a disk
+    that cannot take it is a store error (the run goes back to pending, the grid stops and says why)."""
+    from harness.model_file import run_model_path, write_run_model
+    from harness.store_errors import explain
+
+    try:
+        write_run_model(store.dir, rid, data)
+    except OSError as exc:
+        err = explain(exc, run_model_path(store.dir, rid), writing=True)
+        if err is None:
+            raise
+        raise err from exc
+
 
 def failure(exc: BaseException, detail: str | None = None) -> RunOutcome:
     """The outcome of a run that raised ``exc`` (detail: the traceback being handled, unless given)."""

@@ -225,26 +225,19 @@ def _extra_message(cls, loc: str) -> str:
 
 
 def _check_shapes(suite: Suite) -> tuple[list[tuple[str, str]], dict[int, Any]]:
-    """Build every (model, dataset) pair on the meta device and push one batch through it; returns the problems
-    and, per model index, one model that built (on the meta device)."""
-    import torch
-
-    from harness.models import create_model
-
+    """Build every (model, dataset) pair and push one batch through it (:func:`probe_model`); returns the problems
+    and, per model index, one model that built (on the meta device where it could be)."""
     problems = []
     built: dict[int, Any] = {}
     for m, mname in enumerate(suite.models):
         for dname in suite.datasets:
             spec = DATASETS.get(dname)
             try:
-                with torch.device("meta"):
-                    model = create_model(
-                        mname, in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size
-                    )
-                    model(torch.empty(2, spec.channels, spec.image_size, spec.image_size))
+                model = probe_model(mname, spec.channels, spec.num_classes, spec.image_size)
                 built.setdefault(m, model)
             except Exception as exc:
-                problems.append((f"models[{m}]", f"model {mname!r} cannot take dataset {dname!r}: {exc}"))
+                size = f"{spec.channels}x{spec.image_size}x{spec.image_size} images"
+                problems.append((f"models[{m}]", f"model {mname!r} cannot take dataset {dname!r} ({size}): {exc}"))
     return problems, built
 
 
@@ -260,6 +253,30 @@ def _check_fit(suite: Suite, built: dict[int, Any]) -> list[tuple[str, str]]:
                 for key, msg in method.model_problems(model):
                     problems.append((f"methods[{i}].params.{key}", f"model {suite.models[m]!r}: {msg}"))
     return problems
+
+
+def probe_model(name: str, channels: int, num_classes: int, image_size: int) -> Any:
+    """Build model ``name`` for the given images and classes and check that a batch of two gives a
+    ``(2, num_classes)`` tensor: on the meta device (no memory, no compute), and where that fails on the CPU, so
+    that what is raised is the model's own error (some models cannot be built on the meta device at all).
+    Returns the model built."""
+    import torch
+
+    from harness.models import create_model
+
+    def probe(device: str) -> Any:
+        with torch.device(device):
+            model = create_model(name, in_channels=channels, num_classes=num_classes, image_size=image_size)
+            out = model(torch.zeros(2, channels, image_size, image_size))
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"a batch of 2 images gives {got}, not a (2, {num_classes}) tensor of class scores")
+        return model
+
+    try:
+        return probe("meta")
+    except Exception:
+        return probe("cpu")
 
 
 def _check_size(parts: list[Suite], source: str, max_runs: int | None) -> None:

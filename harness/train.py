@@ -19,6 +19,7 @@ from harness.execution import batch_layout, eager, is_convolutional, to_channels
 from harness.layers import parameter_summary
 from harness.memory import PeakMemory, run_tensors
 from harness.method import LossFn, Method
+from harness.model_file import model_bytes
 from harness.models import create_model
 from harness.optim import lr_factor, set_lr
 from harness.precision import Precision
@@ -42,6 +43,7 @@ class Callbacks:
 
     def step(self, n: int = 1) -> None: ...
     def epoch_end(self, row: dict[str, Any]) -> None: ...
+    def model_file(self, data: bytes) -> None: ...  # the trained model's file (harness.model_file), to keep
 
 
 def resolve_device(device: str) -> torch.device:
@@ -304,6 +306,7 @@ def train_run(
     gen = torch.Generator(device=dev).manual_seed(config["seed"])
     cb.run_start(training.epochs, steps)
     epochs: list[dict[str, Any]] = []
+    selected: bytes | None = None  # with a validation split: the model of the epoch best on validation so far
     with PeakMemory(dev, lambda: run_tensors(model, optimizer)) as mem:
         for epoch in range(training.epochs):
             train_loss, seconds, lr = loop.epoch(model, optimizer, epoch, gen, mem)
@@ -320,6 +323,9 @@ def train_run(
                 )
             stats = [s.to_dict() for s in method.layer_stats(model)]
             row = EpochRecord(epoch, train_loss, acc, test_loss, seconds, lr, stats, val_acc, val_loss).to_dict()
+            if val_acc is not None and val_acc > max((e["val_acc"] for e in epochs), default=-1.0):
+                with mem.excluded():
+                    selected = model_bytes(model, config)
             epochs.append(row)
             cb.epoch_end(row)
     layers = method.layer_stats(model)
@@ -349,6 +355,12 @@ def train_run(
         "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
         **parameter_summary(model, layers, run.full_params),
     }
+    # the model a run is judged by (the epoch best on validation, else the last), kept by the callbacks in the run's
+    # results directory; its size reported
+    saved = selected if selected is not None else model_bytes(model, config)
+    metrics["model_bytes"] = len(saved)
+    metrics["model_epoch"] = metrics.get("best_epoch", epochs[-1]["epoch"])
+    cb.model_file(saved)
     if notes:
         metrics["notes"] = notes
     return metrics

@@ -27,7 +27,7 @@ PERCENT_KEYS: frozenset[str] = frozenset(
     }
 )
 #: Stored counting from 0, shown counting from 1.
-EPOCH_KEYS: frozenset[str] = frozenset({"epoch", "best_epoch"})
+EPOCH_KEYS: frozenset[str] = frozenset({"epoch", "best_epoch", "model_epoch"})
 
 
 def percent(fraction: float) -> float:

@@ -32,12 +32,15 @@ class HeadOnly(Method):
 '''
 
 
-def install_plugin(tmp_path, package: str, code: str, entry_point: str) -> dict:
-    """Install ``code`` as the outside package ``package`` registering ``entry_point`` (``name = "mod:Class"``)
-    in the ``harness.methods`` group; returns the environment that puts it on the path."""
+def install_plugin(tmp_path, package: str, code: str, entry_point: str, group: str = "harness.methods") -> dict:
+    """Install ``code`` as the outside package ``package`` registering ``entry_point`` (``name = "mod:Class"``;
+    several: one a line, or a dict group -> lines) in the entry-point ``group``; returns the environment that
+    puts it on the path (pip installs it into a folder of its own, named by PYTHONPATH)."""
     src = tmp_path / "src"
     (src / package).mkdir(parents=True)
     (src / package / "__init__.py").write_text(code)
+    groups = entry_point if isinstance(entry_point, dict) else {group: entry_point}
+    sections = "\n".join(f'[project.entry-points."{g}"]\n{lines}' for g, lines in groups.items())
     (src / "pyproject.toml").write_text(
         textwrap.dedent(f"""
         [build-system]
@@ -46,11 +49,11 @@ def install_plugin(tmp_path, package: str, code: str, entry_point: str) -> dict:
         [project]
         name = "{package.replace("_", "-")}"
         version = "0.1"
-        [project.entry-points."harness.methods"]
-        {entry_point}
         [tool.setuptools]
         packages = ["{package}"]
     """)
+        + sections
+        + "\n"
     )
     site = tmp_path / "site"
     pip = subprocess.run(

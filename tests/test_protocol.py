@@ -126,6 +126,7 @@ def test_a_run_stores_validation_per_epoch_and_its_selected_epoch(tmp_path, writ
     m = run["metrics"]
     best = max(epochs, key=lambda e: (e["val_acc"], -e["epoch"]))
     assert m["best_epoch"] == best["epoch"] and m["test_acc_at_best_val"] == best["test_acc"]
+    assert m["model_epoch"] == m["best_epoch"]  # the kept model is the one the run is judged by
     assert m["val_size"] == 1000 and m["train_size"] == 1000
     out = cli("export", str(tmp_path / "r"), "-o", str(tmp_path / "runs.csv"))
     assert out.returncode == 0

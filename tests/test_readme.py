@@ -11,13 +11,17 @@ from tests.conftest import ROOT
 PLUGINS = ROOT / "docs" / "plugins.md"
 
 
+def section_examples(heading: str) -> list[str]:
+    """The python blocks of one top-level section (``# heading``) of the plugin page."""
+    section = ("\n" + PLUGINS.read_text()).split(f"\n# {heading}\n", 1)[1].split("\n# ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
 def readme_examples() -> list[str]:
-    """The python blocks of the plugin page (linked from the README): the first method, then the rank-adaptive
-    one."""
-    text = PLUGINS.read_text()
-    section = text.split("# Add a method plugin", 1)[1]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 2, f"{PLUGINS} should hold two python examples, has {len(blocks)}"
+    """The python blocks of the plugin page's method section (linked from the README): the first method, then the
+    rank-adaptive one."""
+    blocks = section_examples("Add a method plugin")
+    assert len(blocks) == 2, f"{PLUGINS} should hold two python examples of methods, has {len(blocks)}"
     return blocks
 
 
@@ -45,6 +49,15 @@ def test_readme_rank_adaptive_example_trains_and_prunes(tmp_path):
     ranks = [int(re.search(r"'7': \[(\d+)\]", ln).group(1)) for ln in lines]
     assert all(0.3 < a <= 1.0 for a in accs)
     assert ranks[1] < ranks[0] < 250
+
+
+def test_model_and_dataset_plugin_example_trains_the_model_on_the_dataset(tmp_path):
+    """The plugin page's model and dataset example: the perceptron learns the bars with and without a rank-4
+    factorized first layer."""
+    (code,) = section_examples("Add a model or a dataset plugin")
+    lines = [ln for ln in run_example(code, tmp_path) if ln.startswith("bars/mlp/")]
+    assert len(lines) == 2 and "/full/" in lines[0] and "matrix[" in lines[1] and "{'1': [4]}" in lines[1]
+    assert all(float(ln.split()[-1]) > 0.9 for ln in lines)  # chance is 0.5
 
 
 def test_readme_front_page_gives_the_cpu_install_the_two_commands_and_working_links():

@@ -104,6 +104,7 @@ def test_the_report_shows_the_sparse_columns_only_where_a_run_needs_them(tmp_pat
             "flops_sparse": [4.0],
             "epochs": [1.0],
             "total_epochs": [1.0],
+            "n_pairs": [0],
         }
     )
     assert default_columns(dense, []) == [

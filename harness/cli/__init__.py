@@ -1,4 +1,4 @@
-"""The ``harness`` command line: run, status, merge, list, show, export, report, check.
+"""The ``harness`` command line: run, status, merge, list, show, export, export-model, report, check.
 
 Each command lives in the module of its kind (:mod:`harness.cli.running`, :mod:`harness.cli.browse`,
 :mod:`harness.cli.reporting`, :mod:`harness.cli.show`); this module assembles them into one typer app, the
@@ -11,6 +11,7 @@ import typer
 
 from harness.cli.browse import export, list_, merge, status
 from harness.cli.flags import Command, Group
+from harness.cli.model_export import export_model
 from harness.cli.reporting import report
 from harness.cli.running import check, run
 from harness.cli.show import show
@@ -28,6 +29,7 @@ app.command()(merge)
 app.command("list")(list_)
 app.command()(show)
 app.command()(export)
+app.command("export-model")(export_model)
 app.command()(report)
 app.command()(check)
 for _info in app.registered_commands:  # every command's --help shows flags without a "<bool>" type

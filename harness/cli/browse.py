@@ -119,9 +119,37 @@ def merge(
             counts = dest.merge_from(Store(src))
         except (FileNotFoundError, ValueError) as exc:
             fail(str(exc))
+        counts["models"] = take_models(Store(src), dest)
         console.print(
             f"{src} -> {into}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()), highlight=False
         )
+
+
+def take_models(src: Store, dest: Store) -> int:
+    """Copy the model files (RESULTS/runs/<id>/) of the runs whose result ``dest`` now holds from ``src`` (the same
+    start and finish), where ``dest`` has none; returns how many."""
+    import shutil
+
+    from harness.model_file import run_dir, run_model_path
+
+    ours = {r["id"]: r for r in dest.runs()}
+    taken = 0
+    for r in src.runs():
+        mine = ours.get(r["id"])
+        if (
+            mine is None
+            or mine["status"] != RunStatus.DONE
+            or (mine["started"], mine["finished"])
+            != (
+                r["started"],
+                r["finished"],
+            )
+        ):
+            continue
+        if run_model_path(src.dir, r["id"]).is_file() and not run_model_path(dest.dir, r["id"]).is_file():
+            shutil.copytree(run_dir(src.dir, r["id"]), run_dir(dest.dir, r["id"]), dirs_exist_ok=True)
+            taken += 1
+    return taken
 
 
 def list_(
@@ -150,11 +178,16 @@ def list_(
             f"cannot list {what!r}{did_you_mean(what, [*registries, 'suites'])}; "
             "choose methods, models, datasets or suites"
         )
-    for e in registries[what].entries(pattern):
+    registry = registries[what]
+    for e in registry.entries(pattern):
         extra = ""
         if what == "methods" and e.builder:
             extra = f"  [dim](initializations: {escape(', '.join(e.builder.initializations))})[/]"
         console.print(f"{escape(f'{e.name:18s} {e.description}')}{extra}", highlight=False)
+    for prefix, ns in registry.namespaces.items():  # names resolved on demand: one line, unless asked for them
+        if not pattern.startswith(prefix) and fnmatch.fnmatch(prefix + "x", pattern):
+            more = f"{ns.description}; `harness list {what} '{prefix}*'` lists them"
+            console.print(f"{prefix + '<name>':18s} {more}", highlight=False, markup=False)
 
 
 @store_errors

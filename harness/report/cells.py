@@ -55,6 +55,7 @@ HEADERS = {
     "params_inference": "params (inference)",
     "params_train": "params (training)",
     "params_storage": "storage (values + indices)",
+    "model_bytes": "model file",
     "flops": "FLOPs (inference)",
     "flops_sparse": "FLOPs (sparse)",
     "epoch_seconds": "s / epoch",
@@ -140,6 +141,16 @@ def si(v: float) -> str:
     return f"{v:.0f}"
 
 
+def file_size(v: float) -> str:
+    """A size in bytes as a reader writes it: 1725920 -> '1.73 MB' (decimal prefixes)."""
+    if missing(v):
+        return ""
+    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(v) >= div:
+            return f"{v / div:.3g} {unit}"
+    return f"{v:.0f} B"
+
+
 def pm(mean: Any, std: Any, digits: int = 2) -> str:
     """``mean ± std``; only the mean where there is no spread (one run), an em dash where no mean."""
     if missing(mean):
@@ -186,6 +197,8 @@ def format_cell(col: str, row: pd.Series, ci: str = "t") -> str:
         return "—"
     if col in ("flops", "flops_sparse"):
         return si(v)
+    if col == "model_bytes":
+        return file_size(v)
     fmt = _NUMBER_FORMATS.get(col)
     if fmt is not None:
         try:

@@ -31,6 +31,7 @@ RUN_METRICS = (
     "params_inference",
     "params_train",
     "params_storage",
+    "model_bytes",
     "flops",
     "flops_sparse",
     "epoch_seconds",

@@ -34,7 +34,8 @@ _EXPLANATION = (
     "runs). p vs {ref} (Holm): two-sided {test} of a setting against that baseline over the seeds both ran "
     "(pairs: their number; a seed fixes a run's initialization draw and data order), Holm-corrected over the "
     "{m} p-value(s) of this table; * marks p < 0.05 after the correction.{wilcoxon} Compression: 1 − "
-    "inference parameters / dense parameters, in %. FLOPs: one forward pass of one sample. Peak memory: the most "
+    "inference parameters / dense parameters, in %. Model file: the size of the trained model's file (safetensors, "
+    "as `harness export-model` writes it). FLOPs: one forward pass of one sample. Peak memory: the most "
     "tensor memory the training held at once (parameters, gradients, optimizer state, a step's activations and "
     "temporaries; not the dataset, not evaluation), from the CUDA allocator on GPU and from sampled steps on CPU."
 )

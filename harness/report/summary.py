@@ -29,6 +29,7 @@ _MEANS = (
     "params_inference",
     "params_train",
     "params_storage",
+    "model_bytes",
     "flops",
     "flops_sparse",
     "epoch_seconds",
@@ -296,6 +297,8 @@ def default_columns(summary: pd.DataFrame, training_cols: Sequence[str]) -> list
     cols += ["n_pairs", "p_vs_ref"] if bool((summary["n_pairs"] > 0).any()) else []
     cols += ["compression", "params_inference"]
     cols += ["params_storage"] if _differs(summary, "params_storage", "params_inference") else []
+    kept = "model_bytes" in summary and bool(summary["model_bytes"].notna().any())  # runs that kept their model
+    cols += ["model_bytes"] if kept else []
     cols += ["flops"] + (["flops_sparse"] if _differs(summary, "flops_sparse", "flops") else [])
     cols += ["epoch_seconds"]
     cols += ["total_epochs", "total_train_seconds"] if _differs(summary, "total_epochs", "epochs") else []

@@ -1,7 +1,8 @@
 """The public toolkit for writing methods: everything a built-in method uses, a plugin may use too.
 
 - layers: :func:`select_layers` (shell patterns over module names, or the default choice),
-  :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`pattern_problems`, :func:`replace_module`;
+  :func:`candidate_layers`, :func:`unmatched_patterns`, :func:`pattern_problems`, :func:`replace_module`,
+  :func:`resize_tensors` (a prepared model given a trained one's tensor shapes, for loading it);
 - ranks: :func:`resolve_rank` / :func:`rank_from_fraction` (one rounding rule for every method);
 - deterministic linear algebra: :func:`single_threaded`; :func:`generator_seed`; linear algebra in float32
   whatever the run's precision: :func:`full_precision`, :func:`as_float32`;
@@ -19,6 +20,7 @@ from harness.toolkit.modules import (
     generator_seed,
     pattern_problems,
     replace_module,
+    resize_tensors,
     select_layers,
     unmatched_patterns,
 )
@@ -48,6 +50,7 @@ __all__ = [
     "rank_from_fraction",
     "replace_module",
     "reshape_parameter",
+    "resize_tensors",
     "resolve_rank",
     "select_layers",
     "single_threaded",

@@ -7,6 +7,7 @@ methods: shell-style patterns over module names) and swaps them with :func:`repl
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -59,3 +60,24 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def generator_seed(generator: torch.Generator) -> int:
     """An integer seed drawn from ``generator`` (for libraries that take an int, e.g. tensorly)."""
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+
+
+def resize_tensors(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> list[str]:
+    """Give each parameter and buffer of ``model`` named in ``shapes`` (``state_dict`` names) that shape, where it
+    has another: a new uninitialized tensor of its dtype and device (a parameter stays a parameter, trainable as it
+    was), to be filled by ``load_state_dict``. Names ``model`` does not have are left to ``load_state_dict`` to
+    report. Returns the names resized."""
+    resized = []
+    for name, shape in shapes.items():
+        owner, _, attr = name.rpartition(".")
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue
+        old = module._parameters.get(attr, module._buffers.get(attr))
+        if old is None or tuple(old.shape) == tuple(shape):
+            continue
+        new = torch.empty(tuple(shape), dtype=old.dtype, device=old.device)
+        setattr(module, attr, nn.Parameter(new, requires_grad=old.requires_grad) if attr in module._parameters else new)
+        resized.append(name)
+    return resized

@@ -10,6 +10,7 @@ A pruned layer carries torch's reparametrization: its parameter ``weight_orig``,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -106,14 +107,20 @@ def make_permanent(model: nn.Module) -> None:
             prune.remove(module, name)
 
 
-def load_pruned_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load the state dict of a pruned model (keys ``<name>_orig`` and ``<name>_mask``) into a model of the same
-    architecture, pruned or not: the tensors the state holds masks of are put under ``prune.identity`` first."""
+def reparametrize_masked(model: nn.Module, keys: Iterable[str]) -> None:
+    """Put every tensor that ``keys`` (a pruned model's state-dict names) hold a mask of (``<name>_mask``) under
+    ``prune.identity``, so that the model's state dict has that pruned model's names."""
     modules = dict(model.named_modules())
-    for key in state:
+    for key in keys:
         if key.endswith("_mask"):
             path, _, name = key[: -len("_mask")].rpartition(".")
             module = modules[path]
             if name not in pruned_names(module):
                 prune.identity(module, name)
+
+
+def load_pruned_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load the state dict of a pruned model (keys ``<name>_orig`` and ``<name>_mask``) into a model of the same
+    architecture, pruned or not: the tensors the state holds masks of are put under ``prune.identity`` first."""
+    reparametrize_masked(model, state)
     model.load_state_dict(state)

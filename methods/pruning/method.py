@@ -17,7 +17,18 @@ from harness.session import Session
 from harness.toolkit import pattern_problems
 from harness_methods.full import DENSE_INITIALIZATIONS, initialize_dense
 
-from .masks import Target, prunable, prune_lowest, removal_count, rewind, state_snapshot, weight, weight_count, zeros
+from .masks import (
+    Target,
+    prunable,
+    prune_lowest,
+    removal_count,
+    reparametrize_masked,
+    rewind,
+    state_snapshot,
+    weight,
+    weight_count,
+    zeros,
+)
 from .params import IMPParams, PruningParams, ScoreParams
 from .scores import grasp_scores, snip_scores
 
@@ -48,6 +59,12 @@ class PruningMethod(Method):
             key, msg = problems[0]
             raise ValueError(f"{self.name}: {key}: {msg}")
         return model
+
+    def match_state(self, model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
+        """A trained model's masked weights (``weight_orig``, ``weight_mask``) put under ``torch.nn.utils.prune``
+        in the freshly prepared one, so that its state loads (:func:`harness.load_model`)."""
+        reparametrize_masked(model, shapes)
+        super().match_state(model, shapes)
 
     def targets(self, model: nn.Module) -> list[Target]:
         """The weights this method prunes."""
