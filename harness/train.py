@@ -112,19 +112,29 @@ def evaluate(
     return correct / len(x), loss / len(x)
 
 
-def build(config: dict[str, Any], device: torch.device) -> tuple[Method, nn.Module, int, bool]:
-    """The method and its prepared model for a run config, plus the dense model's parameter count and whether
-    it is convolutional."""
+def build(config: dict[str, Any], device: torch.device) -> tuple[Method, nn.Module, int]:
+    """The method and its prepared model for a run config, plus the dense model's parameter count."""
     spec = DATASETS.get(config["dataset"])
     shape = dict(in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size)
     torch.manual_seed(config["seed"])
     generator = torch.Generator().manual_seed(config["seed"])
     model = create_model(config["model"], **shape)
     full_params = sum(p.numel() for p in model.parameters())
-    convolutional = is_convolutional(model)
     method: Method = METHODS.get(config["method"])(config["params"], config["initialization"])
     model = method.prepare(model, generator).to(device)
-    return method, model, full_params, convolutional
+    return method, model, full_params
+
+
+def convolutional(config: dict[str, Any]) -> bool:
+    """Whether the run's dense architecture holds a 2-d convolution (built on the meta device, no memory; on the
+    CPU for a model that cannot be built there)."""
+    spec = DATASETS.get(config["dataset"])
+    shape = dict(in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size)
+    try:
+        with torch.device("meta"):
+            return is_convolutional(create_model(config["model"], **shape))
+    except Exception:
+        return is_convolutional(create_model(config["model"], **shape))
 
 
 class _Untracked:
@@ -260,9 +270,10 @@ def prepare_run(
         download=download,
         validation=Validation.model_validate(config.get("validation")),
     )
-    method, model, full_params, convolutional = build(config, dev)
+    method, model, full_params = build(config, dev)
     method.precision = precision
-    channels_last = use_channels_last(training.channels_last, dev, convolutional)
+    auto_on_cuda = training.channels_last == "auto" and dev.type == "cuda"  # only then does the model decide
+    channels_last = use_channels_last(training.channels_last, dev, auto_on_cuda and convolutional(config))
     if channels_last:
         model = to_channels_last(model)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)

@@ -12,7 +12,7 @@ from torch import nn
 from harness.execution import batch_layout, is_convolutional, to_channels_last, use_channels_last
 from harness.models import create_model
 from harness.suite import expand, parse_suite
-from harness.train import train_run
+from harness.train import convolutional, train_run
 from tests.conftest import tiny_suite
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -35,6 +35,7 @@ def test_channels_last_auto_is_on_for_convolutional_models_on_cuda_only(setting,
 
 def test_layout_of_models_and_batches():
     assert is_convolutional(create_model("lenet5")) and not is_convolutional(nn.Sequential(nn.Linear(3, 2)))
+    assert convolutional({"dataset": "mnist_subset", "model": "lenet5"})  # of the dense architecture, on meta
     model = to_channels_last(create_model("lenet5"))
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(4, 1, 28, 28)
