@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.config import EpochRecord, Training, Validation
+from harness.checkpoint import Checkpoints, RunState, as_tensor, capture_rng, model_state, restore_model, restore_rng
+from harness.config import EpochRecord, Training, Validation, run_id
 from harness.data import TensorData, crop_flip, load_tensors
 from harness.layers import parameter_summary
 from harness.memory import PeakMemory, run_tensors
@@ -38,6 +39,20 @@ class Callbacks:
     def step(self, n: int = 1) -> None: ...
     def epoch_end(self, row: dict[str, Any]) -> None: ...
     def model_file(self, data: bytes) -> None: ...  # the trained model's file (harness.model_file), to keep
+
+    def results_dir(self) -> Path | None:
+        """The results directory the run's files live in (``RESULTS/runs/<id>/``: its checkpoint; a pretrained
+        source's model file); None: the run keeps no checkpoint."""
+        return None
+
+    def resumed(self, rows: list[dict[str, Any]]) -> None:
+        """The run resumes from its checkpoint after ``len(rows)`` epochs: their records, given again
+        (default: to :meth:`epoch_end`, one by one)."""
+        for row in rows:
+            self.epoch_end(row)
+
+    def notice(self, text: str) -> None:
+        """Something about the run its user should read (a checkpoint refused)."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -264,21 +279,69 @@ def train_run(
     download: bool = True,
     check_every: int = 25,
 ) -> dict[str, Any]:
-    """Train one resolved run config; returns the run's metrics. Raises on failure or divergence."""
+    """Train one resolved run config; returns the run's metrics. Raises on failure or divergence.
+
+    Where the callbacks name a results directory, the run's state is saved after every epoch and a run that
+    finds its checkpoint there resumes from it (:mod:`harness.checkpoint`)."""
     cb = callbacks or Callbacks()
+    checkpoints = Checkpoints.of(cb.results_dir(), run_id(config))
+    resume, refused = checkpoints.load()
+    if refused:
+        cb.notice(refused)
     run = prepare_run(config, data_root, device, cb, download, check_every)
+    if resume is not None:
+        try:
+            restore_model(resume, run.method, run.model)
+            run.method.load_state_dict(resume.method)
+        except Exception as exc:  # a checkpoint this version cannot load: start again, say why
+            cb.notice(f"checkpoint {checkpoints.path} does not fit the run ({exc}): starting from epoch 0")
+            resume, run = None, prepare_run(config, data_root, device, cb, download, check_every)
     method, model, data, training, loop, session = run.method, run.model, run.data, run.training, run.loop, run.session
     dev, steps, n = loop.device, loop.steps, len(data.train_x)
-    t0 = time.perf_counter()
-    method.before_training(model, session)
-    before_seconds = time.perf_counter() - t0 - session.excluded_seconds
+    if resume is None:
+        t0 = time.perf_counter()
+        method.before_training(model, session)
+        before_seconds = time.perf_counter() - t0 - session.excluded_seconds
+        start = start_metrics(config, model, data, training)
+    else:
+        session.load_state_dict(resume.session)
+        before_seconds, start = float(resume.session["seconds"]), dict(resume.extra)
     optimizer = method.make_optimizer(model, training)
     gen = torch.Generator(device=dev).manual_seed(config["seed"])
-    cb.run_start(training.epochs, steps)
     epochs: list[dict[str, Any]] = []
     selected: bytes | None = None  # with a validation split: the model of the epoch best on validation so far
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        restore_rng(resume.rng, gen)
+        epochs, selected = list(resume.rows), resume.selected_bytes
+
+    def state(peak: int) -> RunState:
+        sess = {**session.state_dict(), "seconds": before_seconds}
+        rng = capture_rng(gen)
+        opt, meth = optimizer.state_dict(), method.state_dict()
+        return RunState(
+            checkpoints.run_id,
+            len(epochs),
+            model_state(model),
+            opt,
+            meth,
+            rng,
+            epochs,
+            sess,
+            as_tensor(selected),
+            peak,
+            extra=start,
+        )
+
+    if resume is None and type(method).before_training is not Method.before_training:
+        checkpoints.save(state(0))  # what the method did before the loop (IMP's rounds) is not done again
+    cb.run_start(training.epochs, steps)
+    if resume is not None:
+        cb.resumed(list(epochs))
     with PeakMemory(dev, lambda: run_tensors(model, optimizer)) as mem:
-        for epoch in range(training.epochs):
+        if resume is not None:
+            mem.carry(resume.peak_bytes)
+        for epoch in range(len(epochs), training.epochs):
             train_loss, seconds, lr = loop.epoch(model, optimizer, epoch, gen, mem)
             with mem.excluded():
                 acc, test_loss = evaluate(model, data.test_x, data.test_y, training.eval_batch_size)
@@ -289,10 +352,11 @@ def train_run(
                 )
             stats = [s.to_dict() for s in method.layer_stats(model)]
             row = EpochRecord(epoch, train_loss, acc, test_loss, seconds, lr, stats, val_acc, val_loss).to_dict()
-            if val_acc is not None and val_acc > max((e["val_acc"] for e in epochs), default=-1.0):
-                with mem.excluded():
+            with mem.excluded():
+                if val_acc is not None and val_acc > max((e["val_acc"] for e in epochs), default=-1.0):
                     selected = model_bytes(model, config)
-            epochs.append(row)
+                epochs.append(row)
+                checkpoints.save(state(mem.peak_bytes))  # before the store has the epoch: never behind it
             cb.epoch_end(row)
     layers = method.layer_stats(model)
     train_seconds = sum(e["seconds"] for e in epochs)
@@ -310,6 +374,7 @@ def train_run(
         "total_steps": len(epochs) * steps + session.steps,
         "total_train_seconds": train_seconds + before_seconds,
         "before_training": session.records,
+        **start,
         **inference_flops(model, tuple(data.train_x.shape[1:]), dev),
         "peak_memory_mb": mem.peak_mb,
         "device": str(dev),
@@ -319,6 +384,10 @@ def train_run(
         "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
         **parameter_summary(model, layers, run.full_params),
     }
+    if checkpoints.path is not None:
+        metrics["checkpoint_bytes"] = checkpoints.largest  # the largest checkpoint the run wrote (disk use)
+    if resume is not None:
+        metrics["resumed_from"] = resume.epochs_done
     # the model a run is judged by (the epoch best on validation, else the last), kept by the callbacks in the run's
     # results directory; its size reported
     saved = selected if selected is not None else model_bytes(model, config)
@@ -326,6 +395,18 @@ def train_run(
     metrics["model_epoch"] = metrics.get("best_epoch", epochs[-1]["epoch"])
     cb.model_file(saved)
     return metrics
+
+
+def start_metrics(config: dict[str, Any], model: nn.Module, data: TensorData, training: Training) -> dict[str, Any]:
+    """For a run that starts from a trained model (``pretrained``): the accuracy of the model its loop starts from,
+    right after the method compressed it (``start_acc`` on the test set, ``start_val_acc`` on the validation
+    split); nothing for a run from scratch."""
+    if not config.get("pretrained"):
+        return {}
+    out: dict[str, Any] = {"start_acc": evaluate(model, data.test_x, data.test_y, training.eval_batch_size)[0]}
+    if data.val_x is not None and data.val_y is not None:
+        out["start_val_acc"] = evaluate(model, data.val_x, data.val_y, training.eval_batch_size)[0]
+    return out
 
 
 def selected_epoch(epochs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -154,6 +154,14 @@ def run(
         str | None, typer.Option(help="Ray cluster: auto, ray://host:port (default: a local Ray instance).")
     ] = None,
     cpus_per_run: Annotated[int, typer.Option(min=1, help="Ray: CPUs each run asks for.")] = 1,
+    keep_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--keep-checkpoints",
+            help="Keep each finished run's last checkpoint (RESULTS/runs/<id>/checkpoint.pt); by default it is "
+            "deleted once the run is done or failed.",
+        ),
+    ] = False,
     max_runs: Annotated[
         int | None,
         typer.Option(
@@ -190,7 +198,13 @@ def run(
         fail(f"unknown executor {executor!r}; choose local or ray")
     if executor == "ray" and importlib.util.find_spec("ray") is None:
         fail(RAY_MISSING)
-    options = Options(data_root=data_root, device=device or s.device, download=download, threads=threads)
+    options = Options(
+        data_root=data_root,
+        device=device or s.device,
+        download=download,
+        threads=threads,
+        keep_checkpoints=keep_checkpoints,
+    )
 
     def train(todo: list[RunSpec], stage: str, note: str) -> dict[RunStatus, int]:
         return train_runs(
@@ -224,9 +238,29 @@ def run(
         f"{final[done]} done, {final[failed]} failed, {final[pending]} pending",
         highlight=False,
     )
+    console.print(checkpoint_note(store, [r.id for r in runs], keep_checkpoints), highlight=False, markup=False)
     end_of_run(store, s, path, report)
     if tally[failed]:
         raise typer.Exit(1)
+
+
+def checkpoint_note(store: Store, ids: list[str], keep: bool) -> str:
+    """The checkpoints' disk use after ``harness run``: the largest a run of the suite wrote, and what is left on
+    disk (the runs' given back, or kept with --keep-checkpoints)."""
+    from harness.checkpoint import checkpoints_on_disk
+    from harness.model_file import RUNS_DIR
+
+    count, size = checkpoints_on_disk(store.dir, ids)
+    largest = max(((r["metrics"] or {}).get("checkpoint_bytes", 0) for r in store.runs(ids)), default=0)
+    what = "kept" if keep else "left (runs not finished; a finished run's is deleted unless --keep-checkpoints)"
+    return (
+        f"checkpoints: {count} {what}, {mib(size)} in {store.dir / RUNS_DIR}; the largest a run wrote: {mib(largest)}"
+    )
+
+
+def mib(n: int) -> str:
+    """Bytes in MiB, for the output."""
+    return f"{n / 2**20:.1f} MiB"
 
 
 def tuned(s: Suite) -> bool:
