@@ -60,6 +60,8 @@ def summary(metrics: dict[str, Any]) -> str:
         ]
     else:
         judged = [f"acc {m['final_acc']:.2f}%", f"best {m['best_acc']:.2f}%"]
+    if m.get("start_acc") is not None:  # a run from a trained model: its accuracy right after the method took it
+        judged.append(f"from {m['start_acc']:.2f}% at the start")
     parts = [
         *judged,
         f"compression {m['compression']:.1f}%",

@@ -22,6 +22,7 @@ from harness.method import LossFn, Method
 from harness.model_file import model_bytes
 from harness.models import create_model
 from harness.optim import lr_factor, set_lr
+from harness.pretrained import load_pretrained
 from harness.registry import DATASETS, METHODS
 from harness.session import Session
 
@@ -112,14 +113,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / len(x), loss / len(x)
 
 
-def build(config: dict[str, Any], device: torch.device) -> tuple[Method, nn.Module, int]:
-    """The method and its prepared model for a run config, plus the dense model's parameter count."""
+def build(config: dict[str, Any], device: torch.device, results: Path | None = None) -> tuple[Method, nn.Module, int]:
+    """The method and its prepared model for a run config, plus the dense model's parameter count. A run that
+    starts from a trained model (``pretrained``) has its weights loaded before ``prepare``, from the results
+    directory ``results`` (:mod:`harness.pretrained`)."""
     spec = DATASETS.get(config["dataset"])
     shape = dict(in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size)
     torch.manual_seed(config["seed"])
     generator = torch.Generator().manual_seed(config["seed"])
     model = create_model(config["model"], **shape)
     full_params = sum(p.numel() for p in model.parameters())
+    if config.get("pretrained"):
+        load_pretrained(model, config, results)
     method: Method = METHODS.get(config["method"])(config["params"], config["initialization"])
     model = method.prepare(model, generator).to(device)
     return method, model, full_params
@@ -251,7 +256,7 @@ def prepare_run(
         download=download,
         validation=Validation.model_validate(config.get("validation")),
     )
-    method, model, full_params = build(config, dev)
+    method, model, full_params = build(config, dev, cb.results_dir())
     loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
     augment = training.augmentation == "crop_flip" or (training.augmentation == "auto" and data.augment)
     n, bs = len(data.train_x), training.batch_size
