@@ -80,7 +80,8 @@ def require_sources(s: Suite, store: Store, own: set[str]) -> None:
         if why:
             problems.append(f"  {where}.from.run: {why}")
     if problems:
-        fail("a pretrained source cannot be used:\n" + "\n".join(problems) + "\nNothing was trained or stored.")
+        lines = "\n".join(dict.fromkeys(problems))  # one line for the methods that share an entry
+        fail(f"a pretrained source cannot be used:\n{lines}\nNothing was trained or stored.")
 
 
 def stage_sources(s: Suite, store: Store) -> None:
