@@ -105,6 +105,7 @@ def report(
             test=test,
             levels=parse_levels(at),
             compression_reference=compression_reference,
+            run_ids=None if t.suite is None else {r.id for r in t.runs() or []},
         )
         written = write_report(rep, dest, formats, plots=plots)
     except ReportError as exc:

@@ -6,7 +6,7 @@ configurations (:func:`harness.report.frames.runs_frame`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,8 +188,11 @@ def build_report(
     test: str = "ttest",
     levels: Sequence[float] = DEFAULT_LEVELS,
     compression_reference: str | None = None,
+    run_ids: Collection[str] | None = None,
 ) -> Report:
-    """Read a store and aggregate it. ``suite`` keeps only that suite's runs; ``where`` selects runs
+    """Read a store and aggregate it. ``suite`` keeps only that suite's runs (tuning trials: only those among
+    ``run_ids`` where given, e.g. the runs a suite file expands to now: the trials of settings it has dropped are
+    left out); ``where`` selects runs
     (pandas query over the runs table) without changing the baseline that delta acc refers to;
     ``reference`` is the method every setting is compared with; ``ci`` (``t`` or ``bootstrap``) how intervals
     are computed; ``test`` (``ttest`` or ``wilcoxon``) the paired test; ``levels`` the compression levels (in
@@ -201,6 +204,8 @@ def build_report(
     if suite is not None and len(raw):
         raw = raw[raw["suite"] == suite]
     raw, trials = without_trials(raw)
+    if run_ids is not None and len(trials):
+        trials = trials[trials["run_id"].isin(set(run_ids))]
     if raw.empty:
         raise NoFinishedRuns(
             f"no runs in {store.dir}"
@@ -274,5 +279,8 @@ def build_report(
         compression_reference=cref,
         ranking=ranking,
         notes=_notes(store, summary, reference) + equal_notes + (ranking.notes if ranking else []),
-        tuning=tuning_table(trials, allruns[allruns["role"] == "tuned"] if "role" in allruns else allruns.iloc[0:0]),
+        tuning=tuning_table(
+            label_runs(trials) if len(trials) else trials,
+            allruns[allruns["role"] == "tuned"] if "role" in allruns else allruns.iloc[0:0],
+        ),
     )

@@ -69,6 +69,15 @@ def _score(row: pd.Series, metric: str) -> float | None:
     return None if missing(v) or not math.isfinite(float(v)) else float(v)
 
 
+def _base_params(row: pd.Series) -> str:
+    """The trial's distinguishing parameters (``params_label``) without those tuning set."""
+    label = row.get("params_label")
+    if missing(label) or not label:
+        return ""
+    tuned = {k.partition(".")[2] for k in _keys(row) if k.startswith("params.")}
+    return ", ".join(p for p in str(label).split(", ") if p.split("=", 1)[0] not in tuned)
+
+
 def tuning_table(trials: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     """One row per tuned setting: its space, the trials (setting and validation score, in trial order), the chosen
     trial and its score, and how many runs of the chosen setting are finished (accuracies in percent)."""
@@ -100,6 +109,7 @@ def tuning_table(trials: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
                 "dataset": first["dataset"],
                 "model": first["model"],
                 "method": first["method"],
+                "params": _base_params(first),
                 "initialization": first["initialization"],
                 "space": first["tuning_space"],
                 "metric": metric,
@@ -128,6 +138,7 @@ def tuning_frame(table: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]]:
             "dataset": table["dataset"],
             "model": table["model"],
             "method": table["method"],
+            "params": [p or "—" for p in table["params"]],
             "space": table["space"],
             "trials": [
                 f"{t} ({f} failed)" if f else str(t) for t, f in zip(table["trials"], table["failed"], strict=True)
@@ -138,4 +149,4 @@ def tuning_frame(table: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]]:
             "seeds done": table["seeds_done"],
         }
     )
-    return df, [True, True, True, True, False, True, True, False, False]
+    return df, [True, True, True, True, True, False, True, True, False, False]
