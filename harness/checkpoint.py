@@ -94,6 +94,34 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
 
 
+def snapshot(
+    run_id: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    method: Any,
+    loop_rng: torch.Generator,
+    rows: list[dict[str, Any]],
+    session: dict[str, Any],
+    selected: bytes | None,
+    peak_bytes: int,
+    extra: dict[str, Any],
+) -> RunState:
+    """The state of a run now (after ``len(rows)`` epochs): what :func:`save_checkpoint` writes."""
+    return RunState(
+        run_id,
+        len(rows),
+        model_state(model),
+        optimizer.state_dict(),
+        method.state_dict(),
+        capture_rng(loop_rng),
+        rows,
+        session,
+        as_tensor(selected),
+        peak_bytes,
+        extra=extra,
+    )
+
+
 def restore_model(state: RunState, method: Any, model: torch.nn.Module) -> None:
     """Load a checkpoint's model into the freshly prepared one: its tensors given the stored shapes first
     (:meth:`harness.Method.match_state`: ranks that changed, pruning masks), then its weights."""
@@ -147,8 +175,9 @@ def capture_rng(loop: torch.Generator) -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "loop": loop.get_state(),
-        "python": [version, list(internal), py_gauss],
-        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
+        "python": [version, torch.tensor(internal, dtype=torch.int64), py_gauss],  # a tensor: a checkpoint's size
+        # does not depend on the values (pickled ints take more bytes above 2**31)
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), torch.tensor([pos, has_gauss]), gauss],
     }
 
 
@@ -159,8 +188,9 @@ def restore_rng(rng: dict[str, Any], loop: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
     loop.set_state(rng["loop"])
     version, internal, py_gauss = rng["python"]
-    random.setstate((version, tuple(internal), py_gauss))
-    kind, keys, pos, has_gauss, gauss = rng["numpy"]
+    random.setstate((version, tuple(int(v) for v in internal.tolist()), py_gauss))
+    kind, keys, counts, gauss = rng["numpy"]
+    pos, has_gauss = (int(v) for v in counts.tolist())
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 

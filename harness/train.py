@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.checkpoint import Checkpoints, RunState, as_tensor, capture_rng, model_state, restore_model, restore_rng
+from harness.checkpoint import Checkpoints, RunState, restore_model, restore_rng, snapshot
 from harness.config import EpochRecord, Training, Validation, run_id
 from harness.data import TensorData, crop_flip, load_tensors
 from harness.layers import parameter_summary
@@ -322,21 +322,7 @@ def train_run(
 
     def state(peak: int) -> RunState:
         sess = {**session.state_dict(), "seconds": before_seconds}
-        rng = capture_rng(gen)
-        opt, meth = optimizer.state_dict(), method.state_dict()
-        return RunState(
-            checkpoints.run_id,
-            len(epochs),
-            model_state(model),
-            opt,
-            meth,
-            rng,
-            epochs,
-            sess,
-            as_tensor(selected),
-            peak,
-            extra=start,
-        )
+        return snapshot(checkpoints.run_id, model, optimizer, method, gen, epochs, sess, selected, peak, start)
 
     if resume is None and type(method).before_training is not Method.before_training:
         checkpoints.save(state(0))  # what the method did before the loop (IMP's rounds) is not done again

@@ -289,3 +289,25 @@ def test_keep_checkpoints_keeps_them_reports_disk_use_and_force_trains_from_the_
     assert not ckpt.exists() and "checkpoints: 0 left" in res.stdout
     (run,) = Store(out).runs()
     assert run["attempts"] == 2 and "resumed_from" not in run["metrics"]
+
+
+def test_every_generator_is_restored_and_the_file_size_does_not_depend_on_their_states(tmp_path):
+    import random
+
+    import numpy as np
+
+    from harness.checkpoint import RunState, capture_rng, restore_rng
+
+    loop = torch.Generator().manual_seed(3)
+    rng = capture_rng(loop)
+    drawn = (random.random(), np.random.rand(), torch.rand(2), torch.rand(2, generator=loop))
+    restore_rng(rng, loop)
+    again = (random.random(), np.random.rand(), torch.rand(2), torch.rand(2, generator=loop))
+    assert drawn[:2] == again[:2] and torch.equal(drawn[2], again[2]) and torch.equal(drawn[3], again[3])
+    sizes = set()
+    for seed in range(4):  # Python's and NumPy's states differ from process to process (unseeded): same size
+        random.seed(seed)
+        np.random.seed(seed)
+        state = RunState("r", 0, {}, {}, {}, capture_rng(loop), [], {"records": [], "epochs": 0, "steps": 0})
+        sizes.add(save_checkpoint(tmp_path / f"c{seed}.pt", state))
+    assert len(sizes) == 1
