@@ -277,3 +277,16 @@ def test_suite_level_checks_without_a_store():
     single = tiny_suite(initializations=[{"from": {"grid": "dense"}}])
     with pytest.raises(SuiteError, match="names another grid of this suite"):
         parse_suite(single)
+
+
+def test_check_trains_the_sources_first_whatever_the_grid_order(tmp_path):
+    data = copy.deepcopy(SUITE)
+    data["grids"] = [data["grids"][1], data["grids"][0]]  # the runs from the trained model listed first
+    data["grids"][0]["methods"] = [{"name": "matrix", "params": {"rank": 8}}]
+    suite = write(tmp_path / "suite.yaml", data)
+    res = cli("check", str(suite), "--against", str(tmp_path / "base.json"), "--update")
+    assert res.returncode == 0, res.stdout + res.stderr
+    import json
+
+    runs = json.loads((tmp_path / "base.json").read_text())["runs"]
+    assert len(runs) == 2 and all(v["final_acc"] is not None for v in runs.values())  # both trained, none failed

@@ -424,9 +424,13 @@ def check(
     require_data(datasets_to_train(runs, {}, False, True), data_root, download=True)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(results or tmp)
+        require_sources(s, store, {r.id for r in runs})
+        stage_sources(s, store)
         p = plan(store, s.name, runs, force=True)
         console.print(f"check {s.name}: training {len(p.todo)} runs", highlight=False)
-        run_local(store, p.todo, Reporter(), Options(data_root=data_root, device="cpu"))
+        # one after another, the runs that start from a trained model last (their sources are runs of no source)
+        todo = sorted(p.todo, key=lambda r: source_run(r.config) is not None)
+        run_local(store, todo, Reporter(), Options(data_root=data_root, device="cpu"))
         stored = store.runs([r.id for r in runs])
     if update:
         write_baseline(against, snapshot(s.name, stored, tol))

@@ -284,7 +284,8 @@ def default_columns(summary: pd.DataFrame, training_cols: Sequence[str]) -> list
     cols = ["dataset", "model", "budget", *training_cols, "method", "params", "initialization", "n"]
     cols += [c for c in ("failed", "unfinished") if summary[c].any()]
     cols += ["acc", "delta_acc"]
-    cols += ["start_acc_mean"] if bool(summary["start_acc_mean"].notna().any()) else []
+    started = "start_acc_mean" in summary and bool(summary["start_acc_mean"].notna().any())  # from trained models
+    cols += ["start_acc_mean"] if started else []
     cols += ["n_pairs", "p_vs_ref"] if bool((summary["n_pairs"] > 0).any()) else []
     cols += ["compression", "params_inference"]
     cols += ["params_storage"] if _differs(summary, "params_storage", "params_inference") else []
