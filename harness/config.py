@@ -256,13 +256,24 @@ def setting_label(method: str, params: Any, keys: Iterable[str] | None = None) -
 
 def run_label(config: Mapping[str, Any], keys: Iterable[str] | None = None) -> str:
     """``dataset/model/method[params]/initialization/s<seed>`` (a tuning trial adds ``/trial<i>``, a run of a
-    tuned setting ``/tuned``); ``keys`` limits the parameters shown."""
+    tuned setting ``/tuned``; a run from a trained model names its source, :func:`initialization_label`); ``keys``
+    limits the parameters shown."""
     c = config
     role = f"/trial{c['trial']['index']}" if c.get("trial") else "/tuned" if c.get("tuned") else ""
     return (
         f"{c['dataset']}/{c['model']}/{setting_label(c['method'], c.get('params') or {}, keys)}"
-        f"/{c['initialization']}/s{c['seed']}{role}"
+        f"/{initialization_label(c)}/s{c['seed']}{role}"
     )
+
+
+def initialization_label(config: Mapping[str, Any]) -> str:
+    """A run's initialization; for a run that starts from a trained model, with its source: ``decompose@run:1a2b3c4d``
+    (the source run's id) or ``decompose@file:9f8e7d6c`` (the model file's SHA-256), first 8 digits."""
+    source = config.get("pretrained")
+    if not source:
+        return str(config["initialization"])
+    kind, value = next(iter(source.items()))
+    return f"{config['initialization']}@{kind}:{str(value).removeprefix('sha256:')[:8]}"
 
 
 def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from harness.runner import (
     failure,
     keep_model,
     record_outcome,
+    settle_checkpoint,
     stop_on_signals,
     tally,
 )
@@ -46,6 +47,7 @@ class Options:
     device: str = "auto"
     download: bool = True
     threads: int | None = None  # torch threads per run (default: cores / workers)
+    keep_checkpoints: bool = False  # keep a finished run's checkpoint (harness.checkpoint) instead of deleting it
 
 
 def _set_threads(threads: int | None) -> None:
@@ -74,7 +76,9 @@ def run_local(store: Store, runs: list[RunSpec], reporter: Reporter, options: Op
     """Train ``runs`` with ``workers`` local processes (1: in this process)."""
     if workers <= 1:
         _set_threads(options.threads)
-        return execute(store, runs, reporter, options.data_root, options.device, options.download)
+        return execute(
+            store, runs, reporter, options.data_root, options.device, options.download, options.keep_checkpoints
+        )
     available = _available_cpus()
     threads = options.threads or max(1, len(available) // workers)
     shares = cpu_shares(available, workers, threads) if hasattr(os, "sched_setaffinity") else None
@@ -140,6 +144,12 @@ class _QueueReporter(Reporter):
             self.pending = 0
         self.events.put(("epoch", self.w, {k: row[k] for k in ("epoch", "train_loss", "test_acc", "seconds")}))
 
+    def resumed(self, rows):
+        self.events.put(("resumed", self.w, [{k: r[k] for k in ("epoch", "train_loss", "test_acc")} for r in rows]))
+
+    def notice(self, text):
+        self.events.put(("notice", self.w, text))
+
     def run_end(self, run, outcome):
         self.events.put(("end", self.w, run.id, outcome))
 
@@ -159,6 +169,7 @@ def _worker_main(
                 options.data_root,
                 options.device,
                 options.download,
+                options.keep_checkpoints,
             )
     except KeyboardInterrupt:
         pass
@@ -196,6 +207,10 @@ def _collect(store: Store, runs: list[RunSpec], reporter: Reporter, procs, event
                 reporter.step(ev[2])
             elif kind == "epoch":
                 reporter.epoch_end(ev[2])
+            elif kind == "resumed":
+                reporter.resumed(ev[2])
+            elif kind == "notice":
+                reporter.notice(ev[2])
             elif kind == "end":
                 current.pop(w, None)  # the worker has recorded the outcome
                 counts[ev[3].status.value] += 1
@@ -251,11 +266,20 @@ RAY_MISSING = (
 )
 
 
-def _ray_train(
-    config: dict[str, Any], options: Options, threads: int
-) -> tuple[RunOutcome, list[dict[str, Any]], bytes | None]:
+@dataclass
+class RayResult:
+    """What a Ray task gives back: the run's outcome, its epoch rows and model file, and what it said."""
+
+    outcome: RunOutcome
+    rows: list[dict[str, Any]]
+    model: bytes | None = None
+    notices: list[str] | None = None
+
+
+def _ray_train(config: dict[str, Any], options: Options, threads: int, results: str | None) -> RayResult:
     """Runs inside a Ray worker (which may not reach the store): train one run; its outcome, epoch rows and
-    model file."""
+    model file. ``results``: the results directory where the worker can reach it (a local Ray instance), for the
+    run's checkpoint and pretrained source."""
     from harness.train import Callbacks
 
     _set_threads(threads)
@@ -264,6 +288,16 @@ def _ray_train(
         def __init__(self):
             self.rows = []
             self.model: bytes | None = None
+            self.notices: list[str] = []
+
+        def results_dir(self):
+            return Path(results) if results else None
+
+        def resumed(self, rows):
+            self.rows.extend(rows)
+
+        def notice(self, text):
+            self.notices.append(text)
 
         def epoch_end(self, row):
             self.rows.append(row)
@@ -272,7 +306,8 @@ def _ray_train(
             self.model = data
 
     cb = Collect()
-    return attempt(config, cb, options.data_root, options.device, options.download), cb.rows, cb.model
+    outcome = attempt(config, cb, options.data_root, options.device, options.download)
+    return RayResult(outcome, cb.rows, cb.model, cb.notices)
 
 
 def run_ray(
@@ -306,10 +341,12 @@ def run_ray(
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_ray_train)
     counts = tally()
     refs: dict[Any, RunSpec] = {}
+    # checkpoints and pretrained sources live in the results directory: a local Ray instance's workers reach it
+    results = None if address else str(store.dir.resolve())
     try:
         for run in runs:
             if store.claim(run.id):
-                refs[task.remote(run.config, options, cpus_per_run)] = run
+                refs[task.remote(run.config, options, cpus_per_run, results)] = run
             else:
                 counts[SKIPPED] += 1
         for i, run in enumerate(refs.values()):
@@ -319,14 +356,17 @@ def run_ray(
             done, waiting = ray.wait(waiting, num_returns=1)
             run = refs[done[0]]
             try:
-                outcome, rows, model = ray.get(done[0])
+                result = ray.get(done[0])
             except Exception as exc:  # the task did not return: WorkerCrashedError, OutOfMemoryError, ...
-                outcome, rows, model = _ray_failure(exc), [], None
-            for row in rows:
+                result = RayResult(_ray_failure(exc), [])
+            for text in result.notices or []:  # a resumed run says so in its line (harness.progress.summary)
+                reporter.notice(text)
+            for row in result.rows:
                 store.add_epoch(run.id, row)
-            if model is not None and outcome.status is RunStatus.DONE:
-                keep_model(store, run.id, model)
-            _settle(store, run, outcome, reporter, counts)
+            if result.model is not None and result.outcome.status is RunStatus.DONE:
+                keep_model(store, run.id, result.model)
+            _settle(store, run, result.outcome, reporter, counts)
+            settle_checkpoint(store, run.id, options.keep_checkpoints)
     except BaseException:  # interrupted, or the store failed: cancel every task, give their runs back
         for ref in refs:
             ray.cancel(ref, force=True)

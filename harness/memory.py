@@ -141,6 +141,15 @@ class PeakMemory:
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def peak_bytes(self) -> int:
+        """The peak measured so far, in bytes (what a run's checkpoint keeps)."""
+        return self._peak
+
+    def carry(self, peak_bytes: int) -> None:
+        """Count the peak of the epochs a resumed run trained before it stopped (:mod:`harness.checkpoint`)."""
+        self._peak = max(self._peak, int(peak_bytes))
+
     def __enter__(self) -> PeakMemory:
         if self.cuda:
             self._reset()

@@ -74,6 +74,11 @@ class Method:
     #: with the loss scaled in fp16 (see :mod:`harness.precision`).
     precision: Precision = FP32
 
+    #: The initializations that start from the dense model's weights as given (a trained model a suite names in
+    #: ``initializations: [{from: ...}]``): ``prepare`` decomposes, prunes or keeps them. The first is what such a
+    #: run uses unless the suite says ``as:``. Empty: the method cannot start from a trained model.
+    pretrained_initializations: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, params: BaseModel | dict[str, Any] | None = None, initialization: str = "default"):
         if not isinstance(params, BaseModel):
             params = self.Params.model_validate(params or {})
@@ -150,3 +155,14 @@ class Method:
     def layer_stats(self, model: nn.Module) -> list[LayerStats]:
         """Per-layer statistics (shape, parameters, ranks). Default: the engine's layer report."""
         return layer_report(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the method itself carries from one epoch to the next beyond the model and the optimizer (a step
+        count, a schedule's phase), kept in the run's checkpoint (:mod:`harness.checkpoint`) so that a resumed
+        run continues as the uninterrupted one would: numbers, strings, lists, dicts and tensors only. Whatever
+        ``prepare`` derives again from the model and the parameters need not be kept. Default: nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` gave, on the freshly prepared model of a resumed run (after its
+        weights are loaded). Default: nothing."""

@@ -60,6 +60,8 @@ def summary(metrics: dict[str, Any]) -> str:
         ]
     else:
         judged = [f"acc {m['final_acc']:.2f}%", f"best {m['best_acc']:.2f}%"]
+    if m.get("start_acc") is not None:  # a run from a trained model: its accuracy right after the method took it
+        judged.append(f"from {m['start_acc']:.2f}% at the start")
     parts = [
         *judged,
         f"compression {m['compression']:.1f}%",
@@ -71,6 +73,8 @@ def summary(metrics: dict[str, Any]) -> str:
     if metrics.get("ranks"):
         ranks = " ".join(str(r) for r in metrics["ranks"].values())
         parts.append(f"ranks {ranks}")
+    if metrics.get("resumed_from") is not None:
+        parts.append(f"resumed from epoch {metrics['resumed_from']}")
     return ", ".join(parts)
 
 
@@ -101,7 +105,7 @@ class RichReporter(Reporter):
         s = self.slots[self.slot]
         if s["task"] is not None:  # a method trained a pass before the loop (harness.session): a new bar
             self.progress.remove_task(s["task"])
-        s["epochs"] = epochs
+        s["epochs"], s["steps"] = epochs, steps_per_epoch
         s["task"] = self.progress.add_task(f"{s['label']} epoch 1/{epochs}", total=epochs * steps_per_epoch)
 
     def step(self, n: int = 1) -> None:
@@ -117,6 +121,10 @@ class RichReporter(Reporter):
                 f"epoch {e['epoch']}/{s['epochs']}  loss {e['train_loss']:.4f}  "
                 f"acc {e['test_acc']:.2f}%  {e['seconds']:.0f} s  {s['label']}"
             )
+        self._describe(s, e)
+
+    def _describe(self, s: dict[str, Any], e: dict[str, Any]) -> None:
+        """The run's bar after epoch ``e`` (as shown: epochs from 1, accuracy in percent)."""
         if s["task"] is not None:
             nxt = min(e["epoch"] + 1, s["epochs"])
             self.progress.update(
@@ -125,6 +133,16 @@ class RichReporter(Reporter):
                     f"{s['label']} epoch {nxt}/{s['epochs']} loss {e['train_loss']:.3f} acc {e['test_acc']:.2f}%"
                 ),
             )
+
+    def resumed(self, rows: list[dict[str, Any]]) -> None:
+        s = self.slots[self.slot]
+        self._print(f"resumed from epoch {len(rows)} (of {s['epochs']}): {s['label']}")
+        if s["task"] is not None and rows:
+            self.progress.advance(s["task"], len(rows) * s["steps"])
+            self._describe(s, shown(rows[-1]))
+
+    def notice(self, text: str) -> None:
+        self._print(f"[yellow]note:[/] {escape(text)}")
 
     def run_end(self, run: RunSpec, outcome: RunOutcome) -> None:
         s = self.slots.get(self.slot)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.checkpoint import CheckpointWriteError, remove_checkpoint
 from harness.config import RunOutcome, RunSpec, RunStatus
 from harness.store import Store, StoreError
 from harness.train import Callbacks, train_run
@@ -90,6 +91,7 @@ def plan(store: Store, suite_name: str, runs: list[RunSpec], rerun_failed: bool 
     store.reset(again)
     for rid in again:
         state[rid] = RunStatus.PENDING
+        remove_checkpoint(store.dir, rid)  # trained again from the start, never from a kept checkpoint
     todo = [r for r in runs if state[r.id] is RunStatus.PENDING]
     statuses = list(state.values())
     return Plan(todo, statuses.count(RunStatus.DONE), statuses.count(RunStatus.FAILED), released)
@@ -110,10 +112,24 @@ class Reporter(Callbacks):
     def run_begin(self, run: RunSpec, index: int, total: int) -> None: ...
     def run_end(self, run: RunSpec, outcome: RunOutcome) -> None: ...
 
+    def resumed(self, rows: list[dict[str, Any]]) -> None:
+        """The run resumes from its checkpoint after ``len(rows)`` epochs (the store has them back)."""
+
 
 class _StoreCallbacks(Callbacks):
     def __init__(self, store: Store, rid: str, reporter: Callbacks):
         self.store, self.rid, self.reporter = store, rid, reporter
+
+    def results_dir(self) -> Path | None:
+        return self.store.dir
+
+    def resumed(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:  # the store dropped the run's epochs when it was given back
+            self.store.add_epoch(self.rid, row)
+        self.reporter.resumed(rows)
+
+    def notice(self, text: str) -> None:
+        self.reporter.notice(text)
 
     def run_start(self, epochs: int, steps_per_epoch: int) -> None:
         self.reporter.run_start(epochs, steps_per_epoch)
@@ -167,6 +183,13 @@ def attempt(
         metrics = train_run(config, data_root=data_root, device=device, callbacks=callbacks, download=download)
     except StoreError:
         raise
+    except CheckpointWriteError as exc:  # a full or read-only disk stops the grid like the store's own files
+        from harness.store_errors import explain
+
+        err = explain(exc.cause, exc.path, writing=True)
+        if err is not None:
+            raise err from exc
+        return failure(exc)
     except Exception as exc:
         return failure(exc)
     return RunOutcome(RunStatus.DONE, metrics)
@@ -184,10 +207,13 @@ def run_one(
     data_root: Path | None = None,
     device: str = "auto",
     download: bool = True,
+    keep_checkpoints: bool = False,
 ) -> RunOutcome:
-    """Train a run this process has claimed, its epochs stored as they finish, and record its outcome.
+    """Train a run this process has claimed, its epochs stored as they finish, and record its outcome; its
+    checkpoint (:mod:`harness.checkpoint`) is then deleted unless ``keep_checkpoints``.
     An interrupt, or a store that cannot take the run's results (a full disk), gives the run back (pending)
-    and propagates; if even that cannot be written, the next ``harness run`` releases it (its process is gone)."""
+    and propagates; if even that cannot be written, the next ``harness run`` releases it (its process is gone).
+    A run given back keeps its checkpoint: it resumes from it."""
     try:
         outcome = attempt(run.config, _StoreCallbacks(store, run.id, reporter), data_root, device, download)
         record_outcome(store, run.id, outcome)
@@ -195,7 +221,15 @@ def run_one(
         with suppress(StoreError):
             store.release(run.id)
         raise
+    settle_checkpoint(store, run.id, keep_checkpoints)
     return outcome
+
+
+def settle_checkpoint(store: Store, rid: str, keep: bool) -> None:
+    """A settled run's checkpoint: deleted unless ``keep`` (``--keep-checkpoints``)."""
+    if not keep:
+        with suppress(OSError):
+            remove_checkpoint(store.dir, rid)
 
 
 def execute(
@@ -205,6 +239,7 @@ def execute(
     data_root: Path | None = None,
     device: str = "auto",
     download: bool = True,
+    keep_checkpoints: bool = False,
 ) -> dict[str, int]:
     """Train each run that this process can claim; returns counts of done and failed runs."""
     reporter = reporter or Reporter()
@@ -214,7 +249,7 @@ def execute(
             counts[SKIPPED] += 1  # another worker has it
             continue
         reporter.run_begin(run, i, len(runs))
-        outcome = run_one(store, run, reporter, data_root, device, download)
+        outcome = run_one(store, run, reporter, data_root, device, download, keep_checkpoints)
         counts[outcome.status.value] += 1
         reporter.run_end(run, outcome)
     return counts

@@ -89,3 +89,13 @@ class Session:
         record["val_acc" if self.evaluates_on == "validation" else "test_acc"] = self.evaluate(model)
         self.records.append(record)
         return record
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the session holds after ``before_training`` (its passes' records and counts), for a checkpoint
+        (:mod:`harness.checkpoint`): a resumed run does not train them again."""
+        return {"records": self.records, "epochs": self.epochs, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` gave."""
+        self.records = list(state["records"])
+        self.epochs, self.steps = int(state["epochs"]), int(state["steps"])

@@ -33,6 +33,7 @@ from harness.config import (
     validation_identity,
 )
 from harness.grid_size import MAX_RUNS_ENV, count_runs, run_limit, too_many
+from harness.pretrained import SOURCE_METHOD, Source, check_file, parse_source
 from harness.registry import DATASETS, METHODS, MODELS, UnknownNameError
 from harness.tuning import MethodTuning, Tuning, check_space, choose, sample, score, trial_config, with_setting
 
@@ -51,10 +52,12 @@ class MethodEntry(Strict):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    initializations: list[str] | None = None
+    initializations: list[str | dict[str, Any]] | None = None  # a mapping: a trained model (harness.pretrained)
     tuning: MethodTuning | None = None  # keys this method adds to the suite's tuning space
     # the sweep's parameter settings, validated and resolved (defaults filled in) once, while the suite is parsed
     _settings: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+    # its initializations resolved: a name, or the trained model a run starts from with the initialization it uses
+    _inits: list[str | tuple[str, Source]] = PrivateAttr(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -88,6 +91,10 @@ class Grid(Strict):
     tuning: Any = None
 
 
+def _default_inits() -> list[str | dict[str, Any]]:
+    return ["default"]
+
+
 class Suite(Strict):
     """A YAML grid of runs (or, with ``grids``, several; ``parts`` holds them resolved)."""
 
@@ -96,7 +103,7 @@ class Suite(Strict):
     datasets: list[str] = Field(min_length=1)
     models: list[str] = Field(min_length=1)
     methods: list[MethodEntry] = Field(min_length=1)
-    initializations: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    initializations: list[str | dict[str, Any]] = Field(default_factory=lambda: _default_inits(), min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     training: Training = Field(default_factory=Training)
     budget: Budget = Field(default_factory=Budget)
@@ -175,9 +182,11 @@ def sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
-def _check_methods(suite: Suite) -> list[tuple[str, str]]:
-    """Validate every method's parameter sweep and initializations; keep each entry's resolved settings."""
+def _check_methods(suite: Suite, base_dir: Path | None = None) -> list[tuple[str, str]]:
+    """Validate every method's parameter sweep and initializations; keep each entry's resolved settings and
+    initializations (a trained model a run starts from: :mod:`harness.pretrained`, files read from ``base_dir``)."""
     problems = []
+    files: dict[str, tuple[list[tuple[str, str]], Source]] = {}  # each file checked once: problems, digest
     for i, entry in enumerate(suite.methods):
         cls = METHODS.get(entry.name)
         entry._settings = []
@@ -189,13 +198,65 @@ def _check_methods(suite: Suite) -> list[tuple[str, str]]:
                     problems.append((loc, msg.replace("Extra inputs are not permitted", _extra_message(cls, loc))))
         problems += _check_tuning(suite, i, entry, cls)
         inits = entry.initializations or suite.initializations
+        entry._inits = []
         for j, init in enumerate(inits):
-            try:
-                cls.resolve_initialization(init)
-            except ValueError as exc:
-                where = f"methods[{i}].initializations[{j}]" if entry.initializations else f"initializations[{j}]"
-                problems.append((where, str(exc)))
+            where = f"methods[{i}].initializations[{j}]" if entry.initializations else f"initializations[{j}]"
+            if isinstance(init, str):
+                try:
+                    entry._inits.append(cls.resolve_initialization(init))
+                except ValueError as exc:
+                    problems.append((where, str(exc)))
+                continue
+            found = _check_pretrained(suite, cls, init, where, base_dir or Path.cwd(), files)
+            if isinstance(found, list):
+                problems += found
+            else:
+                entry._inits.append(found)
     return problems
+
+
+def _check_pretrained(
+    suite: Suite,
+    cls: Any,
+    entry: dict[str, Any],
+    where: str,
+    base_dir: Path,
+    files: dict[str, tuple[list[tuple[str, str]], Source]],
+) -> tuple[str, Source] | list[tuple[str, str]]:
+    """An initializations entry naming a trained model: the initialization the method starts from it with and the
+    source, or the problems (key path, message)."""
+    source, found = parse_source(entry, base_dir)
+    if source is None:
+        return [(f"{where}.{key}", msg) for key, msg in found]
+    source.where = where
+    if suite.tuning is not None:
+        return [(where, "a tuned grid cannot start from a trained model (tune the grid without `from:`)")]
+    usable = tuple(cls.pretrained_initializations)
+    if not usable:
+        return [
+            (
+                where,
+                f"method {cls.name!r} cannot start from a trained model (it declares no initialization "
+                "that uses given weights: Method.pretrained_initializations)",
+            )
+        ]
+    init = source.as_ or usable[0]
+    if init not in usable:
+        return [
+            (
+                f"{where}.as",
+                f"method {cls.name!r} starts from a trained model with {', '.join(usable)}"
+                f"{did_you_mean(init, usable)}, not {init!r}",
+            )
+        ]
+    if source.kind == "file":
+        if source.value not in files:
+            files[source.value] = (check_file(source, [(d, m) for d in suite.datasets for m in suite.models]), source)
+        problems, checked = files[source.value]
+        if problems:
+            return [(f"{where}.{key}", msg) for key, msg in problems]
+        source.digest = checked.digest
+    return init, source
 
 
 def _check_tuning(suite: Suite, i: int, entry: MethodEntry, cls: Any) -> list[tuple[str, str]]:
@@ -289,17 +350,21 @@ def _check_size(parts: list[Suite], source: str, max_runs: int | None) -> None:
         raise SuiteError(source, [("", why)])
 
 
-def parse_suite(data: Any, source: str = "<suite>", max_runs: int | None = None) -> Suite:
+def parse_suite(data: Any, source: str = "<suite>", max_runs: int | None = None, base_dir: Path | None = None) -> Suite:
     """Validate suite data (a dict); raise :class:`SuiteError` listing every problem found.
 
-    More than ``max_runs`` runs (default: :func:`harness.grid_size.run_limit`; 0: none) is refused unexpanded."""
+    More than ``max_runs`` runs (default: :func:`harness.grid_size.run_limit`; 0: none) is refused unexpanded.
+    Files the suite names (a pretrained model's) are relative to ``base_dir`` (default: the current directory)."""
     if not isinstance(data, dict):
         raise SuiteError(source, [("", f"a suite must be a mapping of keys, got {type(data).__name__}")])
     if data.get("grids") is None:
         suite = _validate_grid(data, source, "")
         suite.parts = [suite]
         _check_size(suite.parts, source, max_runs)
-        _check_grid(suite, source, "")
+        _check_grid(suite, source, "", base_dir)
+        unlinked = _link_sources(suite.parts, [""], [""])
+        if unlinked:
+            raise SuiteError(source, unlinked)
         return suite
     grids = data["grids"]
     if not isinstance(grids, list) or not grids:
@@ -318,9 +383,12 @@ def parse_suite(data: Any, source: str = "<suite>", max_runs: int | None = None)
     _check_size(list(valid.values()), source, max_runs)
     for i, part in valid.items():
         try:
-            _check_grid(part, source, f"grids[{i}]")
+            _check_grid(part, source, f"grids[{i}]", base_dir)
         except SuiteError as exc:
             problems += exc.problems
+    if not problems:
+        names = [c.name for c in checked]
+        problems = _link_sources(list(valid.values()), names, [f"grids[{i}]" for i in valid])
     if problems:
         raise SuiteError(source, list(dict.fromkeys(problems)))
     parts = list(valid.values())
@@ -347,9 +415,9 @@ def _validate_grid(data: dict[str, Any], source: str, prefix: str) -> Suite:
         raise SuiteError(source, _problems(err, prefix)) from None
 
 
-def _check_grid(suite: Suite, source: str, prefix: str) -> None:
+def _check_grid(suite: Suite, source: str, prefix: str, base_dir: Path | None = None) -> None:
     """Every parameter setting validated (and resolved) and every model built: what the schema cannot check."""
-    found = _check_methods(suite)
+    found = _check_methods(suite, base_dir)
     shape_problems, built = _check_shapes(suite)
     found += shape_problems
     if not found:
@@ -380,6 +448,74 @@ def check_device(suite: Suite, device_type: str | None, source: str = "<suite>")
         raise SuiteError(source, list(dict.fromkeys(problems)))
 
 
+def _link_sources(parts: list[Suite], names: list[str], prefixes: list[str]) -> list[tuple[str, str]]:
+    """Give every ``{grid: NAME}`` source the ids of the grid's ``full`` runs its runs start from (by dataset, model
+    and seed); the problems (key path, message) where that grid cannot be a source."""
+    problems = []
+    by_name = {n: (p, pre) for n, p, pre in zip(names, parts, prefixes, strict=True) if n}
+    for part, name, prefix in zip(parts, names, prefixes, strict=True):
+        for entry in part.methods:
+            for init in entry._inits:
+                if isinstance(init, str) or init[1].kind != "grid":
+                    continue
+                src = init[1]
+                where = f"{prefix}.{src.where}.from.grid" if prefix else f"{src.where}.from.grid"
+                why = _grid_source(src, by_name, name, part)
+                if why:
+                    problems.append((where, why))
+    return problems
+
+
+def _grid_source(src: Source, by_name: dict[str, tuple[Suite, str]], own: str, part: Suite) -> str:
+    """Fill ``src.runs`` from the grid it names; why it cannot be a source ('' when it can)."""
+    if src.value not in by_name:
+        known = [n for n in by_name if n != own]
+        if not known:
+            return f"no grid {src.value!r}: a grid source names another grid of this suite (under grids:)"
+        return f"no grid named {src.value!r}{did_you_mean(src.value, known)}; grids: {', '.join(known)}"
+    if src.value == own:
+        return "a grid cannot start from its own runs"
+    grid, _ = by_name[src.value]
+    if grid.tuning is not None:
+        return f"grid {src.value!r} is tuned: its runs are known only once tuning has chosen; name a grid of full runs"
+    if validation_identity(grid.validation) != validation_identity(part.validation):
+        return (
+            f"grid {src.value!r} has another validation split: its trained models may have trained on this grid's "
+            "validation images; give both grids the same `validation`"
+        )
+    dense = [e for e in grid.methods if e.name == SOURCE_METHOD]
+    if any(not isinstance(init, str) for e in dense for init in e._inits):
+        return f"grid {src.value!r} starts from trained models itself; name a grid whose full runs train from scratch"
+    found: dict[tuple[str, str, int], list[RunSpec]] = {}
+    for run in _expand_grid(grid.model_copy(update={"methods": dense}), None):
+        c = run.config
+        found.setdefault((c["dataset"], c["model"], c["seed"]), []).append(run)
+    for key in itertools.product(part.datasets, part.models, part.seeds):
+        runs = found.get(key, [])
+        dataset, model, seed = key
+        if len(runs) != 1:
+            what = "no full run" if not runs else f"{len(runs)} full runs (several settings or initializations)"
+            return (
+                f"grid {src.value!r} has {what} of {model!r} on {dataset!r} with seed {seed}: a grid source has one "
+                "full run for each dataset, model and seed of the grid that starts from it"
+            )
+        src.runs[key] = runs[0].id
+    return ""
+
+
+def pretrained_sources(suite: Suite) -> list[tuple[str, Source, Suite]]:
+    """Every trained model the suite's runs start from: (the entry's key path, the source, its grid)."""
+    parts = suite.parts or [suite]
+    prefixes = [f"grids[{i}]." for i in range(len(parts))] if suite.grids else [""]
+    out = []
+    for prefix, part in zip(prefixes, parts, strict=True):
+        for entry in part.methods:
+            for init in entry._inits:
+                if not isinstance(init, str):
+                    out.append((prefix + init[1].where, init[1], part))
+    return list({(w, id(src)): (w, src, p) for w, src, p in out}.values())
+
+
 def load_suite(
     path: str | Path,
     overrides: dict[str, Any] | None = None,
@@ -399,7 +535,7 @@ def load_suite(
         data = select_grids(data, grids, str(path))
     if overrides and isinstance(data, dict):
         data = apply_overrides(data, overrides)
-    return parse_suite(data, str(path), max_runs)
+    return parse_suite(data, str(path), max_runs, path.parent)
 
 
 def select_grids(data: dict[str, Any], names: list[str], source: str = "<suite>") -> dict[str, Any]:
@@ -414,7 +550,28 @@ def select_grids(data: dict[str, Any], names: list[str], source: str = "<suite>"
             source,
             [("grids", f"no grid named {n!r}{did_you_mean(n, known)}; grids: {', '.join(known)}") for n in unknown],
         )
-    return {**data, "grids": [g for g in grids if isinstance(g, dict) and g.get("name", "") in names]}
+    keep = set(names)
+    while True:  # and the grids whose full runs the selected ones start from (harness.pretrained)
+        more = {n for g in grids if isinstance(g, dict) and g.get("name", "") in keep for n in source_grids(data, g)}
+        if more <= keep:
+            break
+        keep |= more
+    return {**data, "grids": [g for g in grids if isinstance(g, dict) and g.get("name", "") in keep]}
+
+
+def source_grids(data: dict[str, Any], grid: dict[str, Any]) -> set[str]:
+    """The grids a sub-grid's runs start from (``initializations: [{from: {grid: NAME}}]``, its own or the suite's,
+    or a method's), read from the raw suite data."""
+    lists = [grid.get("initializations") or data.get("initializations") or []]
+    methods = grid.get("methods") if grid.get("methods") is not None else data.get("methods")
+    lists += [m.get("initializations") or [] for m in methods or [] if isinstance(m, dict)]
+    out = set()
+    for inits in lists:
+        for init in inits if isinstance(inits, list) else []:
+            src = init.get("from") if isinstance(init, dict) else None
+            if isinstance(src, dict) and isinstance(src.get("grid"), str):
+                out.add(src["grid"])
+    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -489,20 +646,23 @@ def _expand_grid(suite: Suite, results: Results | None) -> Iterator[RunSpec]:
             raise ValueError("expand a suite read by parse_suite or load_suite (they resolve its parameters)")
         cls = METHODS.get(entry.name)
         for params in entry._settings:  # resolved once, by parse_suite
-            for init in entry.initializations or suite.initializations:
+            for init in entry._inits:  # a name, or (the name, the trained model the runs start from)
                 base: dict[str, Any] = {
                     "dataset": dataset,
                     "model": model,
                     "method": entry.name,
                     "params": params,
-                    "initialization": cls.resolve_initialization(init),
+                    "initialization": init if isinstance(init, str) else init[0],
                     "seed": 0,
                     "training": training,
                     "budget": budget,
                 }
                 if validation is not None:
                     base["validation"] = validation
-                if suite.tuning is None:
+                if not isinstance(init, str):  # its source's identity (a run's id, a file's digest), never a path
+                    for seed in suite.seeds:
+                        yield RunSpec.of({**base, "seed": seed, "pretrained": init[1].identity(dataset, model, seed)})
+                elif suite.tuning is None:
                     for seed in suite.seeds:
                         yield RunSpec.of({**base, "seed": seed})
                 else:

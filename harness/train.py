@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.config import EpochRecord, Training, Validation
+from harness.checkpoint import Checkpoints, RunState, restore_model, restore_rng, snapshot
+from harness.config import EpochRecord, Training, Validation, run_id
 from harness.data import TensorData, crop_flip, load_tensors
 from harness.execution import batch_layout, eager, is_convolutional, to_channels_last, use_channels_last
 from harness.layers import parameter_summary
@@ -23,6 +24,7 @@ from harness.model_file import model_bytes
 from harness.models import create_model
 from harness.optim import lr_factor, set_lr
 from harness.precision import Precision
+from harness.pretrained import load_pretrained
 from harness.registry import DATASETS, METHODS
 from harness.session import Session
 
@@ -44,6 +46,20 @@ class Callbacks:
     def step(self, n: int = 1) -> None: ...
     def epoch_end(self, row: dict[str, Any]) -> None: ...
     def model_file(self, data: bytes) -> None: ...  # the trained model's file (harness.model_file), to keep
+
+    def results_dir(self) -> Path | None:
+        """The results directory the run's files live in (``RESULTS/runs/<id>/``: its checkpoint; a pretrained
+        source's model file); None: the run keeps no checkpoint."""
+        return None
+
+    def resumed(self, rows: list[dict[str, Any]]) -> None:
+        """The run resumes from its checkpoint after ``len(rows)`` epochs: their records, given again
+        (default: to :meth:`epoch_end`, one by one)."""
+        for row in rows:
+            self.epoch_end(row)
+
+    def notice(self, text: str) -> None:
+        """Something about the run its user should read (a checkpoint refused)."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -112,14 +128,18 @@ def evaluate(
     return correct / len(x), loss / len(x)
 
 
-def build(config: dict[str, Any], device: torch.device) -> tuple[Method, nn.Module, int]:
-    """The method and its prepared model for a run config, plus the dense model's parameter count."""
+def build(config: dict[str, Any], device: torch.device, results: Path | None = None) -> tuple[Method, nn.Module, int]:
+    """The method and its prepared model for a run config, plus the dense model's parameter count. A run that
+    starts from a trained model (``pretrained``) has its weights loaded before ``prepare``, from the results
+    directory ``results`` (:mod:`harness.pretrained`)."""
     spec = DATASETS.get(config["dataset"])
     shape = dict(in_channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size)
     torch.manual_seed(config["seed"])
     generator = torch.Generator().manual_seed(config["seed"])
     model = create_model(config["model"], **shape)
     full_params = sum(p.numel() for p in model.parameters())
+    if config.get("pretrained"):
+        load_pretrained(model, config, results)
     method: Method = METHODS.get(config["method"])(config["params"], config["initialization"])
     model = method.prepare(model, generator).to(device)
     return method, model, full_params
@@ -270,7 +290,7 @@ def prepare_run(
         download=download,
         validation=Validation.model_validate(config.get("validation")),
     )
-    method, model, full_params = build(config, dev)
+    method, model, full_params = build(config, dev, cb.results_dir())
     method.precision = precision
     auto_on_cuda = training.channels_last == "auto" and dev.type == "cuda"  # only then does the model decide
     channels_last = use_channels_last(training.channels_last, dev, auto_on_cuda and convolutional(config))
@@ -303,23 +323,57 @@ def train_run(
     download: bool = True,
     check_every: int = 25,
 ) -> dict[str, Any]:
-    """Train one resolved run config; returns the run's metrics. Raises on failure or divergence."""
+    """Train one resolved run config; returns the run's metrics. Raises on failure or divergence.
+
+    Where the callbacks name a results directory, the run's state is saved after every epoch and a run that
+    finds its checkpoint there resumes from it (:mod:`harness.checkpoint`)."""
     cb = callbacks or Callbacks()
+    checkpoints = Checkpoints.of(cb.results_dir(), run_id(config))
+    resume, refused = checkpoints.load()
+    if refused:
+        cb.notice(refused)
     run = prepare_run(config, data_root, device, cb, download, check_every)
+    if resume is not None:
+        try:
+            restore_model(resume, run.method, run.model)
+            run.method.load_state_dict(resume.method)
+        except Exception as exc:  # a checkpoint this version cannot load: start again, say why
+            cb.notice(f"checkpoint {checkpoints.path} does not fit the run ({exc}): starting from epoch 0")
+            resume, run = None, prepare_run(config, data_root, device, cb, download, check_every)
     method, model, data, training, loop, session = run.method, run.model, run.data, run.training, run.loop, run.session
     dev, steps, n = loop.device, loop.steps, len(data.train_x)
-    t0 = time.perf_counter()
-    method.before_training(model, session)
-    before_seconds = time.perf_counter() - t0 - session.excluded_seconds
+    if resume is None:
+        t0 = time.perf_counter()
+        method.before_training(model, session)
+        before_seconds = time.perf_counter() - t0 - session.excluded_seconds
+        start = start_metrics(config, model, data, training)
+    else:
+        session.load_state_dict(resume.session)
+        before_seconds, start = float(resume.session["seconds"]), dict(resume.extra)
     # compiled for the loop, after what the method did before it (which may add hooks, e.g. pruning masks)
     notes = [note] if training.compile and (note := method.compile(model)) else []
     optimizer = method.make_optimizer(model, training)
     gen = torch.Generator(device=dev).manual_seed(config["seed"])
-    cb.run_start(training.epochs, steps)
     epochs: list[dict[str, Any]] = []
     selected: bytes | None = None  # with a validation split: the model of the epoch best on validation so far
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        restore_rng(resume.rng, gen)
+        epochs, selected = list(resume.rows), resume.selected_bytes
+
+    def state(peak: int) -> RunState:
+        sess = {**session.state_dict(), "seconds": before_seconds}
+        return snapshot(checkpoints.run_id, model, optimizer, method, gen, epochs, sess, selected, peak, start)
+
+    if resume is None and type(method).before_training is not Method.before_training:
+        checkpoints.save(state(0))  # what the method did before the loop (IMP's rounds) is not done again
+    cb.run_start(training.epochs, steps)
+    if resume is not None:
+        cb.resumed(list(epochs))
     with PeakMemory(dev, lambda: run_tensors(model, optimizer)) as mem:
-        for epoch in range(training.epochs):
+        if resume is not None:
+            mem.carry(resume.peak_bytes)
+        for epoch in range(len(epochs), training.epochs):
             train_loss, seconds, lr = loop.epoch(model, optimizer, epoch, gen, mem)
             with mem.excluded():
                 acc, test_loss = evaluate(
@@ -334,10 +388,11 @@ def train_run(
                 )
             stats = [s.to_dict() for s in method.layer_stats(model)]
             row = EpochRecord(epoch, train_loss, acc, test_loss, seconds, lr, stats, val_acc, val_loss).to_dict()
-            if val_acc is not None and val_acc > max((e["val_acc"] for e in epochs), default=-1.0):
-                with mem.excluded():
+            with mem.excluded():
+                if val_acc is not None and val_acc > max((e["val_acc"] for e in epochs), default=-1.0):
                     selected = model_bytes(model, config)
-            epochs.append(row)
+                epochs.append(row)
+                checkpoints.save(state(mem.peak_bytes))  # before the store has the epoch: never behind it
             cb.epoch_end(row)
     layers = method.layer_stats(model)
     train_seconds = sum(e["seconds"] for e in epochs)
@@ -355,6 +410,7 @@ def train_run(
         "total_steps": len(epochs) * steps + session.steps,
         "total_train_seconds": train_seconds + before_seconds,
         "before_training": session.records,
+        **start,
         **inference_flops(model, tuple(data.train_x.shape[1:]), dev),
         "peak_memory_mb": mem.peak_mb,
         "device": str(dev),
@@ -366,6 +422,10 @@ def train_run(
         "ranks": {s.name: s.ranks for s in layers if s.ranks is not None},
         **parameter_summary(model, layers, run.full_params),
     }
+    if checkpoints.path is not None:
+        metrics["checkpoint_bytes"] = checkpoints.largest  # the largest checkpoint the run wrote (disk use)
+    if resume is not None:
+        metrics["resumed_from"] = resume.epochs_done
     # the model a run is judged by (the epoch best on validation, else the last), kept by the callbacks in the run's
     # results directory; its size reported
     saved = selected if selected is not None else model_bytes(model, config)
@@ -375,6 +435,18 @@ def train_run(
     if notes:
         metrics["notes"] = notes
     return metrics
+
+
+def start_metrics(config: dict[str, Any], model: nn.Module, data: TensorData, training: Training) -> dict[str, Any]:
+    """For a run that starts from a trained model (``pretrained``): the accuracy of the model its loop starts from,
+    right after the method compressed it (``start_acc`` on the test set, ``start_val_acc`` on the validation
+    split); nothing for a run from scratch."""
+    if not config.get("pretrained"):
+        return {}
+    out: dict[str, Any] = {"start_acc": evaluate(model, data.test_x, data.test_y, training.eval_batch_size)[0]}
+    if data.val_x is not None and data.val_y is not None:
+        out["start_val_acc"] = evaluate(model, data.val_x, data.val_y, training.eval_batch_size)[0]
+    return out
 
 
 def selected_epoch(epochs: list[dict[str, Any]]) -> dict[str, Any]:

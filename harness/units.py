@@ -20,6 +20,8 @@ PERCENT_KEYS: frozenset[str] = frozenset(
         "best_val_acc",
         "final_val_acc",
         "test_acc_at_best_val",
+        "start_acc",
+        "start_val_acc",
         "compression",
         "compression_train",
         "compression_conv",

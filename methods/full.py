@@ -36,6 +36,7 @@ class FullMethod(Method):
 
     # "pytorch" keeps PyTorch's default layer initialization (Kaiming-uniform with a=sqrt(5)).
     initializations = DENSE_INITIALIZATIONS
+    pretrained_initializations = ("pytorch",)  # "pytorch" leaves the layers as they are: the trained weights
 
     def prepare(self, model: nn.Module, generator: torch.Generator) -> nn.Module:
         initialize_dense(model, self.initialization)

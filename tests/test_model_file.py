@@ -257,6 +257,7 @@ def test_a_ray_task_returns_the_model_file_to_its_driver():
     from harness.suite import expand, parse_suite
 
     config = expand(parse_suite(tiny_suite(budget={"train_subset": 256, "test_subset": 100})))[0].config
-    outcome, rows, data = _ray_train(config, Options(device="cpu"), 1)
-    assert outcome.status == "done" and len(rows) == 1 and len(data) == outcome.metrics["model_bytes"]
+    result = _ray_train(config, Options(device="cpu"), 1, None)
+    outcome, rows, data = result.outcome, result.rows, result.model
+    assert outcome.status == "done" and len(rows) == 1 and data and len(data) == outcome.metrics["model_bytes"]
     assert header_structure(data)["model"] == "lenet5"

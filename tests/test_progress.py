@@ -103,3 +103,39 @@ def test_dry_run_lists_the_parameters_that_differ_and_no_default(write_suite):
     assert "mnist_subset/lenet5/dlrt[tau=0.1]/random/s0" in res.stdout
     assert "mnist_subset/lenet5/dlrt[tau=0.2]/random/s0" in res.stdout
     assert "r_max" not in res.stdout and "adaptive_modes" not in res.stdout
+
+
+def test_a_resumed_run_says_so_and_its_bar_starts_at_its_epochs(monkeypatch):
+    out = io.StringIO()
+    console = make_console()
+    monkeypatch.setattr(Console, "file", property(lambda self: out))
+    reporter = RichReporter(make_progress(console), {RUN.id: "the-run"})
+    rows = [{"epoch": e, "train_loss": 0.5, "test_acc": 0.9, "seconds": 1.0} for e in range(2)]
+    with reporter.progress:
+        reporter.grid_start(1, 0)
+        reporter.run_begin(RUN, 0, 1)
+        reporter.run_start(5, 10)
+        reporter.resumed(rows)
+        (task,) = [t for t in reporter.progress.tasks if t.description.startswith("the-run")]
+        assert task.completed == 20 and "epoch 3/5" in task.description
+        reporter.notice("checkpoint x: not a readable checkpoint: starting from epoch 0")
+        metrics = {"final_acc": 0.9, "best_acc": 0.9, "compression": 0.0, "params_inference": 10}
+        reporter.run_end(RUN, RunOutcome(RunStatus.DONE, {**metrics, "epoch_seconds": 1.0, "resumed_from": 2}))
+    text = out.getvalue()
+    assert "resumed from epoch 2 (of 5): the-run" in text
+    assert "note: checkpoint x: not a readable checkpoint" in text
+    (done,) = [ln for ln in text.splitlines() if ln.startswith("done")]
+    assert done.rstrip().split("  (")[0].endswith("resumed from epoch 2")
+
+
+def test_a_workers_reporter_forwards_the_resume_and_notes():
+    import queue
+
+    from harness.executors import _QueueReporter
+
+    events: queue.Queue = queue.Queue()
+    rep = _QueueReporter(3, events)
+    rep.resumed([{"epoch": 0, "train_loss": 0.5, "test_acc": 0.9, "seconds": 1.0, "layers": []}])
+    rep.notice("a note")
+    assert events.get_nowait() == ("resumed", 3, [{"epoch": 0, "train_loss": 0.5, "test_acc": 0.9}])
+    assert events.get_nowait() == ("notice", 3, "a note")

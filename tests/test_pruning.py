@@ -356,7 +356,9 @@ class _KillOnce(Reporter):
 
 
 @pytest.mark.parametrize("killer", [_KillOnce(2), _KillOnce(None, at_epoch=True)], ids=["in round 2", "final loop"])
-def test_a_killed_imp_run_is_trained_again_from_the_start_without_duplicates(tmp_path, killer):
+def test_a_killed_imp_run_finishes_without_duplicates(tmp_path, killer):
+    """Killed in its second round, the run trains again from the start (its checkpoint is written once the rounds
+    are done); killed in the loop, it resumes from its checkpoint, the rounds kept (tests/test_checkpoint.py)."""
     suite = parse_suite(
         tiny_suite(
             methods=[{"name": "imp", "params": {"sparsity": 0.8, "rounds": 2}}],
@@ -380,6 +382,7 @@ def test_a_killed_imp_run_is_trained_again_from_the_start_without_duplicates(tmp
     metrics = row["metrics"]
     assert [p["name"] for p in metrics["before_training"]] == ["imp round 1", "imp round 2"]
     assert metrics["total_epochs"] == 6
+    assert metrics.get("resumed_from") == (1 if killer.at_epoch else None)
 
 
 # -- the dense initializations and the registry --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from harness.cli.common import console, err_console, fail, load, store_errors
 from harness.config import RunSpec, RunStatus, short_run_labels
 from harness.executors import RAY_MISSING, Options, run_local, run_ray
 from harness.locate import default_results
+from harness.pretrained import source_run, waiting
 from harness.progress import RichReporter, make_progress
 from harness.published import FLAG, is_published, write_refusal
 from harness.runner import Reporter, plan, stop_on_signals
@@ -51,11 +52,49 @@ def datasets_to_train(runs: list[RunSpec], state: dict[str, str], rerun_failed: 
     """The datasets, in grid order, of the runs that ``harness run`` with these flags trains: those not in the
     store (``state``: stored status by run id) or not settled, failed ones with --rerun-failed, all with --force."""
 
-    def trains(rid: str) -> bool:
-        st = state.get(rid)
-        return st is None or force or not RunStatus(st).settled or (rerun_failed and st == RunStatus.FAILED)
+    return list(dict.fromkeys(r.config["dataset"] for r in runs if will_train(state.get(r.id), rerun_failed, force)))
 
-    return list(dict.fromkeys(r.config["dataset"] for r in runs if trains(r.id)))
+
+def will_train(status: str | None, rerun_failed: bool, force: bool) -> bool:
+    """Whether ``harness run`` with these flags trains a run of this stored status (None: not in the store)."""
+    st = status
+    return st is None or force or not RunStatus(st).settled or (rerun_failed and st == RunStatus.FAILED)
+
+
+def require_sources(s: Suite, store: Store, own: set[str]) -> None:
+    """Exit 2, naming the key path, where a ``{run: ID}`` source that is not a run of this suite is not a finished
+    ``full`` run of the same dataset, model and validation split in the store (harness.pretrained)."""
+    from harness.config import validation_identity
+    from harness.pretrained import stored_source_problem
+    from harness.suite import pretrained_sources
+
+    named = [(w, src, part) for w, src, part in pretrained_sources(s) if src.kind == "run" and src.value not in own]
+    if not named:
+        return
+    stored = {r["id"]: r for r in store.runs([src.value for _, src, _ in named])} if store.exists() else {}
+    problems = []
+    for where, src, part in named:
+        why = stored_source_problem(
+            src, stored.get(src.value), store.dir, part.datasets, part.models, validation_identity(part.validation)
+        )
+        if why:
+            problems.append(f"  {where}.from.run: {why}")
+    if problems:
+        lines = "\n".join(dict.fromkeys(problems))  # one line for the methods that share an entry
+        fail(f"a pretrained source cannot be used:\n{lines}\nNothing was trained or stored.")
+
+
+def stage_sources(s: Suite, store: Store) -> None:
+    """Copy every model file the suite's runs start from into the results directory (RESULTS/pretrained/)."""
+    from harness.pretrained import PretrainedError, stage_file
+    from harness.suite import pretrained_sources
+
+    for where, src, _ in pretrained_sources(s):
+        if src.kind == "file":
+            try:
+                stage_file(store.dir, src)
+            except (PretrainedError, OSError) as exc:
+                fail(f"{where}.from.file: {exc}")
 
 
 def require_data(datasets: list[str], root: Path | None, download: bool) -> None:
@@ -169,6 +208,14 @@ def run(
         str | None, typer.Option(help="Ray cluster: auto, ray://host:port (default: a local Ray instance).")
     ] = None,
     cpus_per_run: Annotated[int, typer.Option(min=1, help="Ray: CPUs each run asks for.")] = 1,
+    keep_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--keep-checkpoints",
+            help="Keep each finished run's last checkpoint (RESULTS/runs/<id>/checkpoint.pt); by default it is "
+            "deleted once the run is done or failed.",
+        ),
+    ] = False,
     max_runs: Annotated[
         int | None,
         typer.Option(
@@ -188,6 +235,7 @@ def run(
     if published and not into_published and not dry_run:  # before anything is read, downloaded or trained
         fail(write_refusal(store.dir, "harness run", "--results DIR to train into a results directory of your own"))
     state = {r["id"]: r["status"] for r in store.runs([r.id for r in runs])}
+    require_sources(s, store, {r.id for r in runs})
     if not (executor == "ray" and address):  # the nodes of a Ray cluster read their own data roots
         require_data(datasets_to_train(runs, state, rerun_failed, force), data_root, download and not dry_run)
     if dry_run:
@@ -206,7 +254,18 @@ def run(
         fail(f"unknown executor {executor!r}; choose local or ray")
     if executor == "ray" and importlib.util.find_spec("ray") is None:
         fail(RAY_MISSING)
-    options = Options(data_root=data_root, device=device or s.device, download=download, threads=threads)
+    options = Options(
+        data_root=data_root,
+        device=device or s.device,
+        download=download,
+        threads=threads,
+        keep_checkpoints=keep_checkpoints,
+    )
+
+    def trains(rid: str) -> bool:
+        return rid in state_ids and will_train(state.get(rid), rerun_failed, force)
+
+    state_ids = {r.id for r in runs}
 
     def train(todo: list[RunSpec], stage: str, note: str) -> dict[RunStatus, int]:
         return train_runs(
@@ -225,7 +284,25 @@ def run(
             workers=workers,
         )
 
-    tally = train(runs, "trials" if tuned(s) else "", budget_note(s, budget, results))
+    stage_sources(s, store)
+    # a run that starts from a run of this call waits for it: trained in a later pass (harness.pretrained)
+    deferred = waiting({r.id: r.config for r in runs}, lambda src: state.get(src) == "done" and not trains(src))
+    store.add_runs(s.name, [r for r in runs if r.id in deferred])  # listed as pending meanwhile
+    now = [r for r in runs if r.id not in deferred]
+    tally = train(now, "trials" if tuned(s) else "", budget_note(s, budget, results))
+    if deferred:
+        starts = {r.id: source_run(r.config) or "" for r in runs if r.id in deferred}
+        sources = {r["id"]: r["status"] for r in store.runs(set(starts.values()))}
+        ready = [r for r in runs if r.id in deferred and sources.get(starts[r.id]) == "done"]
+        if ready:
+            more = train(ready, "from trained models", "")
+            tally = {k: tally[k] + more[k] for k in tally}
+        if len(ready) < len(deferred):
+            console.print(
+                f"{len(deferred) - len(ready)} run(s) not trained: they start from a run that did not finish "
+                "(failed, or stopped); --rerun-failed trains it again",
+                highlight=False,
+            )
     if tuned(s):  # the chosen setting of every tuned setting whose trials are all settled, with the suite's seeds
         known = {r.id for r in runs}
         runs = expand(s, stored_by_id(store))
@@ -240,9 +317,29 @@ def run(
         f"{final[done]} done, {final[failed]} failed, {final[pending]} pending",
         highlight=False,
     )
+    console.print(checkpoint_note(store, [r.id for r in runs], keep_checkpoints), highlight=False, markup=False)
     end_of_run(store, s, path, report)
     if tally[failed]:
         raise typer.Exit(1)
+
+
+def checkpoint_note(store: Store, ids: list[str], keep: bool) -> str:
+    """The checkpoints' disk use after ``harness run``: the largest a run of the suite wrote, and what is left on
+    disk (the runs' given back, or kept with --keep-checkpoints)."""
+    from harness.checkpoint import checkpoints_on_disk
+    from harness.model_file import RUNS_DIR
+
+    count, size = checkpoints_on_disk(store.dir, ids)
+    largest = max(((r["metrics"] or {}).get("checkpoint_bytes", 0) for r in store.runs(ids)), default=0)
+    what = "kept" if keep else "left (runs not finished; a finished run's is deleted unless --keep-checkpoints)"
+    return (
+        f"checkpoints: {count} {what}, {mib(size)} in {store.dir / RUNS_DIR}; the largest a run wrote: {mib(largest)}"
+    )
+
+
+def mib(n: int) -> str:
+    """Bytes in MiB, for the output."""
+    return f"{n / 2**20:.1f} MiB"
 
 
 def tuned(s: Suite) -> bool:
@@ -344,9 +441,13 @@ def check(
     require_data(datasets_to_train(runs, {}, False, True), data_root, download=True)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(results or tmp)
+        require_sources(s, store, {r.id for r in runs})
+        stage_sources(s, store)
         p = plan(store, s.name, runs, force=True)
         console.print(f"check {s.name}: training {len(p.todo)} runs", highlight=False)
-        run_local(store, p.todo, Reporter(), Options(data_root=data_root, device="cpu"))
+        # one after another, the runs that start from a trained model last (their sources are runs of no source)
+        todo = sorted(p.todo, key=lambda r: source_run(r.config) is not None)
+        run_local(store, todo, Reporter(), Options(data_root=data_root, device="cpu"))
         stored = store.runs([r.id for r in runs])
     if update:
         write_baseline(against, snapshot(s.name, stored, tol))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import plain, run_label, short_run_labels, when_set_defaults
+from harness.config import initialization_label, plain, run_label, short_run_labels, when_set_defaults
 from harness.store import Store
 from harness.units import shown
 
@@ -37,6 +37,9 @@ def flatten_run(run: dict[str, Any], label: str | None = None) -> dict[str, Any]
         "attempts": run["attempts"],
     }
     row.update({k: c[k] for k in _CONFIG_COLUMNS})
+    # a run from a trained model is its own setting: its initialization names its source (harness.pretrained)
+    row["initialization"] = initialization_label(c)
+    row["pretrained"] = next(iter(c["pretrained"].values())) if c.get("pretrained") else None
     row["params"] = json.dumps(c["params"], sort_keys=True)
     for k, v in sorted(c["params"].items()):
         row[f"param.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v

@@ -64,6 +64,7 @@ _ORDER = (
     "final_acc_mean",
     "best_val_acc_mean",
     "best_acc_mean",
+    "start_acc_mean",
     "compression",
     "compression_std",
     "compression_conv",
@@ -170,6 +171,8 @@ def _statistics(g: pd.DataFrame, ci: str) -> dict[str, Any]:
         "final_acc_mean": done["final_acc"].mean(),
         "best_val_acc_mean": done["best_val_acc"].mean(),
         "best_acc_mean": done["best_acc"].mean(),
+        # a run from a trained model: its test accuracy right after the method took the model, before fine-tuning
+        "start_acc_mean": done["start_acc"].mean() if "start_acc" in done else math.nan,
         "compression": comp.mean(),
         "compression_std": comp.std(ddof=1),
         "compression_conv": done["compression_conv"].mean(),
@@ -294,6 +297,8 @@ def default_columns(summary: pd.DataFrame, training_cols: Sequence[str]) -> list
     cols = ["dataset", "model", "budget", *training_cols, "method", "params", "initialization", "n"]
     cols += [c for c in ("failed", "unfinished") if summary[c].any()]
     cols += ["acc", "delta_acc"]
+    started = "start_acc_mean" in summary and bool(summary["start_acc_mean"].notna().any())  # from trained models
+    cols += ["start_acc_mean"] if started else []
     cols += ["n_pairs", "p_vs_ref"] if bool((summary["n_pairs"] > 0).any()) else []
     cols += ["compression", "params_inference"]
     cols += ["params_storage"] if _differs(summary, "params_storage", "params_inference") else []

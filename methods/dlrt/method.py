@@ -96,6 +96,7 @@ class DLRTParams(BaseModel):
 class _DLRTBase(Method):
     Params: ClassVar[type[BaseModel]] = DLRTParams
     initializations: ClassVar[tuple[str, ...]] = ("random", "decompose", "spectral")
+    pretrained_initializations: ClassVar[tuple[str, ...]] = ("decompose", "spectral")
     tucker: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None, initialization: str = "default"):
@@ -232,6 +233,15 @@ class _DLRTBase(Method):
     def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         if self.schedule.close():
             self.truncate(self.tucker_layers(model), optimizer)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The batches taken (tau's warm-up) and the truncation cycle's phase (0 after an epoch: the end of an
+        epoch closes the cycle)."""
+        return {"steps": self._steps, "phase": self.schedule.phase}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._steps = int(state["steps"])
+        self.schedule.phase = int(state["phase"])
 
 
 @register_method("dlrt")

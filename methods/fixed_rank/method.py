@@ -58,6 +58,7 @@ class FixedRankMethod(Method):
     Format: ClassVar[type[Format]]
     Params: ClassVar[type[FixedRankParams]] = FixedRankParams
     initializations = INITIALIZATIONS
+    pretrained_initializations = ("decompose", "spectral")  # a truncated decomposition of the trained weights
 
     def __init__(self, params=None, initialization: str = "default"):
         super().__init__(params, initialization)

@@ -39,6 +39,7 @@ class PruningMethod(Method):
 
     Params: ClassVar[type[BaseModel]] = PruningParams
     initializations: ClassVar[tuple[str, ...]] = DENSE_INITIALIZATIONS
+    pretrained_initializations: ClassVar[tuple[str, ...]] = ("pytorch",)  # the trained weights, pruned as given
 
     def model_problems(self, model: nn.Module) -> list[tuple[str, str]]:
         p: PruningParams = self.params  # type: ignore[assignment]
