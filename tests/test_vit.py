@@ -82,7 +82,15 @@ METHODS = [
 ]
 
 
-@pytest.mark.parametrize("method,params", METHODS, ids=[m for m, _ in METHODS])
+# one method of each family in the default run (dense, fixed rank, rank-adaptive, pruning); the rest are slow
+FAST = {"full", "tucker", "tdlrt", "snip"}
+
+
+@pytest.mark.parametrize(
+    "method,params",
+    [pytest.param(m, p, marks=() if m in FAST else pytest.mark.slow) for m, p in METHODS],
+    ids=[m for m, _ in METHODS],
+)
 def test_every_method_trains_vit(method, params):
     """Two epochs of 10 steps on the embedded MNIST subset (Adam): the loss falls and stays finite; a factorized
     method has replaced every attention and MLP projection, a pruning method has pruned them; full is well above
