@@ -87,7 +87,9 @@ def test_ray_matches_local_and_records_a_raising_task(tmp_path):
         assert [e["epoch"] for e in remote.epochs(r.id)] == [0]
 
 
-@pytest.mark.parametrize("how", [["--workers", "2"], ["--executor", "ray"]])
+@pytest.mark.parametrize(
+    "how", [["--workers", "2"], pytest.param(["--executor", "ray"], marks=pytest.mark.slow)]
+)  # Ray in the default run: test_ray_matches_local_and_records_a_raising_task
 def test_killed_driver_then_rerun_finishes_without_duplicates(tmp_path, write_suite, how):
     data = tiny_suite(seeds=[0, 1, 2, 3, 4], training={"epochs": 2, "batch_size": 32, "lr": 0.05})
     data["budget"] = {"train_subset": 1500, "test_subset": 300}

@@ -126,9 +126,9 @@ def _gone(pid: int) -> bool:
     ("how", "sig", "code"),
     [
         (["--workers", "2"], signal.SIGTERM, 143),
-        (["--workers", "2"], signal.SIGHUP, 129),
-        ([], signal.SIGTERM, 143),
-        (["--executor", "ray"], signal.SIGTERM, 143),
+        pytest.param(["--workers", "2"], signal.SIGHUP, 129, marks=pytest.mark.slow),
+        pytest.param([], signal.SIGTERM, 143, marks=pytest.mark.slow),
+        pytest.param(["--executor", "ray"], signal.SIGTERM, 143, marks=pytest.mark.slow),
     ],
     ids=["workers2-SIGTERM", "workers2-SIGHUP", "workers1-SIGTERM", "ray-SIGTERM"],
 )
