@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from harness.config import RunStatus, plain
+from harness.tuning import choose
 
 from .cells import missing
 
@@ -90,10 +91,7 @@ def tuning_table(trials: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
         metric = str(first["tuning_metric"])
         scores = [_score(r, metric) for _, r in g.iterrows()]
         settled = g["status"].isin([RunStatus.DONE.value, RunStatus.FAILED.value]).all()
-        best = None
-        for i, s in enumerate(scores):
-            if s is not None and (best is None or s > scores[best]):  # type: ignore[operator]
-                best = i
+        best = choose(scores)  # the rule harness run chose by
         tried = "; ".join(
             f"{setting_text(r)}: " + (f"{s:.2f}" if s is not None else r["status"])
             for (_, r), s in zip(g.iterrows(), scores, strict=True)
