@@ -1,6 +1,6 @@
 """A run's checkpoint: its whole training state after an epoch, so that a killed run resumes where it stopped.
 
-After every epoch of the loop (and once after ``Method.before_training`` when the method overrides it, so that
+After every epoch of the loop (and once after ``Method.before_training`` when the method trained there, so that
 IMP's rounds are not trained again) the run's state is written to ``RESULTS/runs/<run id>/checkpoint.pt``,
 replacing the previous one whole or not at all (a temporary file in the same directory, flushed to disk, then
 renamed over it). The state is everything the rest of the run depends on:

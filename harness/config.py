@@ -13,9 +13,11 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
 class RunStatus(str, Enum):
@@ -74,6 +76,15 @@ WHEN_SET: dict[str, Any] = {"identity": "when_set"}
 #: :data:`WHEN_SET`, for a setting that changes the numbers a run reports (the arithmetic precision): labels and
 #: tables name it on every run that sets it, not only where it differs among the runs shown.
 SHOWN_WHEN_SET: dict[str, Any] = {**WHEN_SET, "shown": "when_set"}
+
+
+def changed_default(was: Any) -> dict[str, Any]:
+    """Marks a settings field whose default changed (or that was added with a new behaviour as its default) after
+    runs were stored: ``Field(new, json_schema_extra=changed_default(old))``. ``was`` is what every stored run that
+    does not name the field ran with. The field enters a run's identity unless it equals ``was``: stored runs keep
+    their ids, a suite that pins ``was`` finds them again, and runs at the new default get ids of their own. Read a
+    stored configuration back with :func:`stored_settings`, which gives an unnamed field its ``was``."""
+    return {**WHEN_SET, "was": was}
 
 
 def is_when_set(info: Any) -> bool:
@@ -173,11 +184,29 @@ def identity_dump(settings: BaseModel) -> dict[str, Any]:
     every field, except :data:`WHEN_SET` fields left at their default."""
     out = settings.model_dump(mode="json")
     for name, info in type(settings).model_fields.items():
-        if is_when_set(info) and name in out:
-            default = info.get_default(call_default_factory=True)
-            if out[name] == (default.value if isinstance(default, Enum) else default):
-                del out[name]
+        if is_when_set(info) and name in out and out[name] == _identity_baseline(info):
+            del out[name]
     return out
+
+
+def _identity_baseline(info: Any) -> Any:
+    """The value at which a :data:`WHEN_SET` field stays out of a run's identity: its ``was`` where its default
+    changed (:func:`changed_default`), else its default."""
+    if "was" in info.json_schema_extra:
+        return info.json_schema_extra["was"]
+    default = info.get_default(call_default_factory=True)
+    return default.value if isinstance(default, Enum) else default
+
+
+def stored_settings(model: type[SettingsT], data: Mapping[str, Any]) -> SettingsT:
+    """Settings read back from a stored run's configuration (an :func:`identity_dump`): a :data:`WHEN_SET` field it
+    does not name takes the value the run ran with (its ``was`` where the default has changed since)."""
+    missing = {
+        name: _identity_baseline(info)
+        for name, info in model.model_fields.items()
+        if is_when_set(info) and name not in data
+    }
+    return model.model_validate({**missing, **data})
 
 
 def run_id(config: Mapping[str, Any]) -> str:

@@ -203,12 +203,14 @@ def read_model_file(path: str | Path) -> ModelFile:
 def rebuild(structure: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], source: str = "<model>") -> nn.Module:
     """The network of a structure: the model built, prepared by its method, its tensors given the stored shapes,
     the weights loaded."""
+    from harness.config import stored_settings
     from harness.method import Method
     from harness.models import create_model
     from harness.registry import METHODS, UnknownNameError
 
     try:
-        method: Method = METHODS.get(structure["method"])(structure["params"], structure["initialization"])
+        cls = METHODS.get(structure["method"])
+        method: Method = cls(stored_settings(cls.Params, structure["params"]), structure["initialization"])
         model = create_model(structure["model"], **structure["model_args"])
     except (UnknownNameError, ImportError) as exc:
         raise ModelFileError(f"{source}: cannot rebuild it here: {exc}") from None

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from harness.checkpoint import Checkpoints, RunState, restore_model, restore_rng, snapshot
-from harness.config import EpochRecord, Training, Validation, run_id
+from harness.config import EpochRecord, Training, Validation, run_id, stored_settings
 from harness.data import TensorData, crop_flip, load_tensors
 from harness.execution import batch_layout, eager, is_convolutional, to_channels_last, use_channels_last
 from harness.layers import parameter_summary
@@ -140,7 +140,8 @@ def build(config: dict[str, Any], device: torch.device, results: Path | None = N
     full_params = sum(p.numel() for p in model.parameters())
     if config.get("pretrained"):
         load_pretrained(model, config, results)
-    method: Method = METHODS.get(config["method"])(config["params"], config["initialization"])
+    cls = METHODS.get(config["method"])
+    method: Method = cls(stored_settings(cls.Params, config["params"]), config["initialization"])
     model = method.prepare(model, generator).to(device)
     return method, model, full_params
 
@@ -278,7 +279,7 @@ def prepare_run(
     ``Method.before_training``)."""
     cb = callbacks or Callbacks()
     dev = resolve_device(device)
-    training = Training.model_validate(config["training"])
+    training = stored_settings(Training, config["training"])
     precision = Precision.for_run(training.precision, dev)  # an unsupported one fails the run before anything
     budget = config.get("budget") or {}
     data = load_tensors(
@@ -365,8 +366,8 @@ def train_run(
         sess = {**session.state_dict(), "seconds": before_seconds}
         return snapshot(checkpoints.run_id, model, optimizer, method, gen, epochs, sess, selected, peak, start)
 
-    if resume is None and type(method).before_training is not Method.before_training:
-        checkpoints.save(state(0))  # what the method did before the loop (IMP's rounds) is not done again
+    if resume is None and session.steps:
+        checkpoints.save(state(0))  # what the method trained before the loop (IMP's rounds) is not trained again
     cb.run_start(training.epochs, steps)
     if resume is not None:
         cb.resumed(list(epochs))

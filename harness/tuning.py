@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from harness.config import Budget, RunStatus, Strict, Training, did_you_mean, identity_dump
+from harness.config import Budget, RunStatus, Strict, Training, did_you_mean, identity_dump, stored_settings
 
 SECTIONS = ("training", "params")
 
@@ -239,8 +239,8 @@ def with_setting(
     base: dict[str, Any], setting: Mapping[str, Mapping[str, Any]], params_model: type[BaseModel]
 ) -> dict[str, Any]:
     """``base`` with a tuned setting's training settings and method parameters, validated and resolved."""
-    training = Training.model_validate({**base["training"], **setting.get("training", {})})
-    params = params_model.model_validate({**base["params"], **setting.get("params", {})})
+    training = stored_settings(Training, {**base["training"], **setting.get("training", {})})
+    params = stored_settings(params_model, {**base["params"], **setting.get("params", {})})
     return {**base, "training": identity_dump(training), "params": identity_dump(params)}
 
 

@@ -73,14 +73,15 @@ def test_caps_hold_the_budget_leave_room_to_move_and_shrink_only_while_over_it(n
         ("resnet18", {"in_channels": 3, "image_size": 32}),
     ],
 )
-def test_with_a_budget_no_layer_of_a_built_in_model_trains_above_its_dense_size(method_cls, model, kw):
-    net = method_cls({"memory_budget": 1.0}).prepare(create_model(model, **kw), torch.Generator().manual_seed(0))
+def test_with_the_default_budget_no_layer_of_a_built_in_model_trains_above_its_dense_size(method_cls, model, kw):
+    assert method_cls().params.memory_budget == 1.0  # the default (issue 16): compression_train >= 0
+    net = method_cls().prepare(create_model(model, **kw), torch.Generator().manual_seed(0))
     stats = [s for s in method_cls().layer_stats(net) if s.ranks is not None]
     assert stats
     for s in stats:
         assert s.train_params <= s.dense_params, s.name  # compression_train >= 0
         assert all(r <= a for r, a in zip(s.ranks, s.extra["a_max"], strict=True))
-    unbounded = method_cls().prepare(create_model(model, **kw), torch.Generator().manual_seed(0))
+    unbounded = method_cls({"memory_budget": None}).prepare(create_model(model, **kw), torch.Generator().manual_seed(0))
     over = [s for s in method_cls().layer_stats(unbounded) if s.ranks is not None and s.train_params > s.dense_params]
     assert over or model != "lenet5"  # without the bound LeNet5 trains above its dense size (issue 16)
 
@@ -156,15 +157,39 @@ def test_capped_d2_step_equals_the_literal_capped_matrix_dlrt_step():
     assert max(seen) == a_cap  # the cap binds, and bounds the augmented rank
 
 
-def test_budget_is_off_by_default_and_leaves_run_identities_alone():
-    from harness.config import identity_dump
+def test_changed_defaults_keep_stored_runs_ids_and_read_back_as_they_ran():
+    """memory_budget 1 and a one-epoch tau warm-up became the defaults after runs were stored without them
+    (harness.config.changed_default): a stored run's identity does not name them, and it reads back unbounded and
+    without a warm-up, as it ran; a run at the new defaults names them and so has an id of its own."""
+    from harness.config import identity_dump, stored_settings
+    from harness.suite import expand, parse_suite
+    from harness.train import build
+    from harness_methods.dlrt.method import DLRTParams
+    from tests.conftest import tiny_suite
 
-    assert DLRTMethod().params.memory_budget is None
-    assert "memory_budget" not in identity_dump(TDLRTMethod().params)
-    assert identity_dump(TDLRTMethod({"memory_budget": 1.0}).params)["memory_budget"] == 1.0
-    for bad in (0, -1.0):
+    p = TDLRTMethod().params
+    assert p.memory_budget == 1.0 and p.tau_warmup_epochs == 1.0
+    now = identity_dump(p)
+    assert now["memory_budget"] == 1.0 and now["tau_warmup_epochs"] == 1.0
+    pinned = identity_dump(TDLRTMethod({"memory_budget": None, "tau_warmup_epochs": 0}).params)
+    assert "memory_budget" not in pinned and "tau_warmup_epochs" not in pinned
+    back = stored_settings(DLRTParams, pinned)
+    assert back.memory_budget is None and back.tau_warmup_epochs == 0
+    assert stored_settings(DLRTParams, now) == p
+    assert TDLRTMethod({"tau_warmup": 100}).params.tau_warmup_epochs == 0  # batches replace the epochs default
+    with pytest.raises(ValueError, match="one of them"):
+        TDLRTMethod({"tau_warmup": 100, "tau_warmup_epochs": 1})
+    for bad in ({"memory_budget": 0}, {"memory_budget": -1.0}, {"tau_warmup_epochs": -1}):
         with pytest.raises(ValueError):
-            TDLRTMethod({"memory_budget": bad})
+            TDLRTMethod(bad)
+    entries = [{"name": "tdlrt", "params": {"memory_budget": None, "tau_warmup_epochs": 0}}, "tdlrt"]
+    old, new = expand(parse_suite(tiny_suite(methods=entries)))
+    assert old.id != new.id and "memory_budget" not in old.config["params"]
+    for run, bounded in ((old, False), (new, True)):
+        method, model, _ = build(run.config, torch.device("cpu"))
+        conv2 = next(m for m in model.modules() if getattr(m, "structure", "") == "conv_tucker")
+        assert (conv2.a_max[:2] != conv2.n[:2]) == bounded
+        assert method.params.tau_warmup_epochs == (1.0 if bounded else 0.0)
 
 
 def test_caps_of_a_layer_follow_its_method_parameters():

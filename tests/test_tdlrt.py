@@ -477,7 +477,9 @@ def test_params_validation_layer_stats_and_dtype_move():
 
     for cls, expect in ((TDLRTMethod, {"3": [25, 10, 5, 5], "7": [250, 250]}), (DLRTMethod, {"3": [25, 25]})):
         for init in cls.initializations:  # the SVD-based inits on conv2 only (an SVD of fc1 costs seconds here)
-            params = {} if init == "random" else {"layers": ["3"]}
+            params: dict = {"memory_budget": None}  # ranks at r_max: the caps without a training-memory bound
+            if init != "random":
+                params["layers"] = ["3"]
             model = cls(params, init).prepare(create_model("lenet5"), torch.Generator().manual_seed(0))
             stats = {s.name: s for s in cls().layer_stats(model) if s.ranks is not None}
             for name, ranks in expect.items():

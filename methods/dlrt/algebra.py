@@ -48,19 +48,37 @@ def tail_rank(sigma: torch.Tensor, threshold: float) -> int:
     return int((tails > threshold).sum().item())
 
 
-def left_singular(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+#: The smallest relative truncation tolerance (threshold / ||C||) at which a float32 core's Gram matrix is
+#: eigen-decomposed in float32: its singular values are then off by about ``sqrt(eps32) ||C|| = 3.5e-4 ||C||`` and the
+#: squared tail by about ``rows * eps32 ||C||^2``, a few percent of the squared threshold at this tolerance; below it,
+#: and for float64 cores, the Gram matrix is formed and decomposed in float64.
+GRAM_FLOAT32_MIN_TOL = 1e-2
+
+
+def gram_dtype(m: torch.Tensor, tolerance: float) -> torch.dtype:
+    """The precision a Gram eigen-decomposition of ``m`` needs for a truncation at relative ``tolerance``."""
+    return torch.float32 if m.dtype == torch.float32 and tolerance >= GRAM_FLOAT32_MIN_TOL else torch.float64
+
+
+def gram_left_singular(m: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left singular vectors (all ``m.shape[0]``) and singular values (descending) of ``m`` from the
+    eigen-decomposition of its Gram matrix ``m m^T`` in ``dtype``."""
+    md = m.to(dtype)
+    evals, evecs = torch.linalg.eigh(md @ md.T)
+    s = evals.flip(0).clamp_min(0).sqrt().to(m.dtype)
+    return evecs.flip(1).to(m.dtype).contiguous(), s
+
+
+def left_singular(m: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Left singular vectors (all ``m.shape[0]`` of them) and singular values (descending, padded with zeros)
-    of a matrix. A wide matrix goes through the eigen-decomposition of its Gram matrix ``m m^T`` in float64:
-    several times cheaper than an SVD for the wide unfoldings of a Tucker core, and accurate to about
-    ``sqrt(eps64) ||m||`` in the singular values, far below any truncation tolerance."""
+    of a matrix. A wide matrix goes through the eigen-decomposition of its Gram matrix ``m m^T`` in ``dtype``
+    (:func:`gram_dtype`): several times cheaper than an SVD for the wide unfoldings of a Tucker core, and accurate
+    to about ``sqrt(eps) ||m||`` in the singular values."""
     rows, cols = m.shape
     if rows * 2 > cols:
         u, s, _ = torch.linalg.svd(m, full_matrices=True)
         return u, torch.cat([s, s.new_zeros(rows - s.shape[0])])
-    m64 = m.double()
-    evals, evecs = torch.linalg.eigh(m64 @ m64.T)
-    s = evals.flip(0).clamp_min(0).sqrt().to(m.dtype)
-    return evecs.flip(1).to(m.dtype).contiguous(), s
+    return gram_left_singular(m, dtype)
 
 
 def orthonormal(n: int, r: int, generator: torch.Generator | None, dtype=torch.float32) -> torch.Tensor:
@@ -104,15 +122,23 @@ def truncation_projections(
 ) -> dict[int, torch.Tensor]:
     """``P_k`` per adaptive mode of the core ``c``: the leading left singular vectors of ``Mat_k(c)``, as many as
     the smallest rank whose discarded singular values have 2-norm at most ``threshold``, clamped to
-    ``[r_min[k], r_max[k]]``. A matrix adaptive in both modes has one rank: one SVD gives both projections."""
+    ``[r_min[k], r_max[k]]``. A matrix adaptive in both modes has one rank: the eigen-decomposition of ``C C^T``
+    gives the left projection and the rank, and the right one is an orthonormal basis of ``C^T P`` (it holds the
+    rows of ``P^T C``, so ``P^T C Q Q^T = P^T C``: the truncated matrix is the best rank-r one, as from an SVD,
+    with a core that need not be diagonal), at a fraction of an SVD's cost for the wide augmented cores."""
+    norm = float(torch.linalg.vector_norm(c))
+    dtype = gram_dtype(c, threshold / norm if norm > 0 else 0.0)
     if c.dim() == 2 and all(adaptive):
-        p, s, vh = torch.linalg.svd(c, full_matrices=False)
-        r = min(max(tail_rank(s, threshold), r_min[0]), r_max[0], s.shape[0])
-        return {0: p[:, :r], 1: vh[:r].T}
+        p, s = gram_left_singular(c, dtype)
+        r = min(max(tail_rank(s, threshold), r_min[0]), r_max[0], *c.shape)
+        q, rr = torch.linalg.qr(c.T @ p[:, :r])
+        sign = torch.sign(torch.diagonal(rr))
+        sign[sign == 0] = 1
+        return {0: p[:, :r], 1: q * sign}
     projs: dict[int, torch.Tensor] = {}
     for k in range(c.dim()):
         if adaptive[k]:
-            p, s = left_singular(unfold(c, k))
+            p, s = left_singular(unfold(c, k), dtype)
             r = min(max(tail_rank(s, threshold), r_min[k]), r_max[k], c.shape[k])
             projs[k] = p[:, :r]
     return projs

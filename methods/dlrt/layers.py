@@ -151,6 +151,7 @@ class TuckerConvLayer(ConvLayer):
 
     def __init__(self, *args: Any, **conv: Any):
         super().__init__(*args, **conv)
+        self.g_basis: torch.Tensor | None = None  # the output gradient in the output basis, from k_grads
         # spatial modes that never change and whose bases are the identity: the core is the conv kernel
         self.fixed_spatial = all(
             not self.adaptive[k] and torch.equal(self.factors[k], torch.eye(self.n[k]).to(self.factors[k]))
@@ -229,9 +230,8 @@ class TuckerConvLayer(ConvLayer):
             out[0] = pair_channels(g_out, F.conv2d(self.contracted, kernel(0), None, **self.conv))
         if 1 in qs:
             e = kernel(1)
-            g_x = torch.nn.grad.conv2d_input(
-                (x.shape[0], e.shape[1], *x.shape[2:]), e, self.input_grad_basis(g_out), **self.conv
-            )
+            self.g_basis = self.input_grad_basis(g_out)  # augmented_core_grad widens it to the augmented basis
+            g_x = torch.nn.grad.conv2d_input((x.shape[0], e.shape[1], *x.shape[2:]), e, self.g_basis, **self.conv)
             out[1] = pair_channels(x, g_x)
         return out
 
@@ -241,6 +241,10 @@ class TuckerConvLayer(ConvLayer):
         extra = u1[:, x_t.shape[1] :]
         if extra.shape[1]:
             x_t = torch.cat([x_t, F.conv2d(x, extra.T[:, :, None, None])], 1)
-        g_b = self.input_grad_basis(g_out)
+        g_b, self.g_basis = self.g_basis, None
+        if g_b is None:
+            g_b = self.input_grad_basis(g_out)
+        elif g_b.shape[1] < self.U0.shape[1]:  # the old output basis's part from k_grads; the new columns here
+            g_b = torch.cat([g_b, F.conv2d(g_out, self.U0[:, g_b.shape[1] :].T[:, :, None, None])], 1)
         kh, kw = self.dense_shape[2:]
         return self.spatial_grad(conv2d_weight(x_t, (g_b.shape[1], x_t.shape[1], kh, kw), g_b, **self.conv))

@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from harness import Method, register_method
-from harness.config import WHEN_SET
+from harness.config import WHEN_SET, changed_default
 from harness.optim import build_optimizer
 from harness.precision import all_finite
+from harness.session import Session
 from harness.toolkit import (
     Capture,
     RankSpec,
@@ -44,12 +45,13 @@ class DLRTParams(BaseModel):
         "channels", description="'channels': spatial modes of Tucker convs stay at full rank kh, kw"
     )
     memory_budget: float | None = Field(
-        None,
+        1.0,
         gt=0,
         description="the most parameters a layer holds at any point of a step (augmented bases and core, K matrices;"
         " optimizer state apart), as a fraction of its dense layer; augmentation and truncation caps follow from it"
-        " (methods/dlrt/budget.py); null (default): no bound (augment to min(2r, n), truncate to r_max)",
-        json_schema_extra=WHEN_SET,
+        " (methods/dlrt/budget.py). Default 1: training never holds more than the dense layer; null: no bound "
+        "(augment to min(2r, n), truncate to r_max; the default of runs stored before 2026-12-03)",
+        json_schema_extra=changed_default(None),
     )
     schedule: Literal["every_step", "amortized", "periodic"] = Field(
         "every_step",
@@ -70,8 +72,17 @@ class DLRTParams(BaseModel):
     tau_warmup: int = Field(
         0,
         ge=0,
-        description="batches over which tau rises linearly from 0 to its value (0: none)",
+        description="batches over which tau rises linearly from 0 to its value (0: none; when set, in place of "
+        "tau_warmup_epochs)",
         json_schema_extra=WHEN_SET,
+    )
+    tau_warmup_epochs: float = Field(
+        1.0,
+        ge=0,
+        description="epochs over which tau rises linearly from 0 to its value, so that the first truncations do not "
+        "judge a spectrum momentum has not yet shaped (the rank-collapse remedy, docs/methods.md). Default 1; 0: "
+        "none (the default of runs stored before 2026-12-03)",
+        json_schema_extra=changed_default(0.0),
     )
     frobenius_decay: float | None = Field(
         None,
@@ -82,6 +93,17 @@ class DLRTParams(BaseModel):
         json_schema_extra=WHEN_SET,
     )
     layers: list[str] | None = Field(None, description="layer-name patterns; default: all but first conv, last linear")
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> DLRTParams:
+        if self.tau_warmup and self.tau_warmup_epochs:
+            if "tau_warmup_epochs" in self.model_fields_set:
+                raise ValueError(
+                    f"tau_warmup ({self.tau_warmup} batches) and tau_warmup_epochs ({self.tau_warmup_epochs:g}) both "
+                    "set: give the warm-up in one of them"
+                )
+            self.tau_warmup_epochs = 0.0  # a warm-up in batches replaces the default one in epochs
+        return self
 
     @field_validator("r_max", "initial_rank")
     @classmethod
@@ -105,6 +127,7 @@ class _DLRTBase(Method):
         self._layers: list[DLRTLayer] = []
         self._layers_of: int | None = None
         self._steps = 0  # batches taken (tau warm-up)
+        self._warmup = self.params.tau_warmup  # batches of tau's warm-up (set from tau_warmup_epochs at the start)
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def layer_config(self, module: nn.Module) -> tuple[list[int], list[bool], list[int], list[int], list[int]]:
@@ -157,6 +180,12 @@ class _DLRTBase(Method):
             self._layers = [m for m in model.modules() if isinstance(m, DLRTLayer)]
             self._layers_of = id(model)
         return self._layers
+
+    def before_training(self, model: nn.Module, session: Session) -> None:
+        """Learns the epoch's length: ``tau_warmup_epochs`` in batches."""
+        p: DLRTParams = self.params  # type: ignore[assignment]
+        if not p.tau_warmup:
+            self._warmup = round(p.tau_warmup_epochs * session.steps_per_epoch)
 
     def make_optimizer(self, model: nn.Module, training: Any) -> torch.optim.Optimizer:
         """The suite's optimizer over every parameter; the cores form their own group with ``core_momentum`` (SGD)
@@ -226,7 +255,7 @@ class _DLRTBase(Method):
 
     def truncate(self, layers: list[DLRTLayer], optimizer: torch.optim.Optimizer | None = None) -> None:
         p: DLRTParams = self.params  # type: ignore[assignment]
-        tau = p.tau * min(1.0, self._steps / p.tau_warmup) if p.tau_warmup else p.tau
+        tau = p.tau * min(1.0, self._steps / self._warmup) if self._warmup else p.tau
         for layer in layers:
             layer.truncate(tau, optimizer)
 
@@ -237,11 +266,12 @@ class _DLRTBase(Method):
     def state_dict(self) -> dict[str, Any]:
         """The batches taken (tau's warm-up) and the truncation cycle's phase (0 after an epoch: the end of an
         epoch closes the cycle)."""
-        return {"steps": self._steps, "phase": self.schedule.phase}
+        return {"steps": self._steps, "phase": self.schedule.phase, "warmup": self._warmup}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._steps = int(state["steps"])
         self.schedule.phase = int(state["phase"])
+        self._warmup = int(state.get("warmup", self._warmup))
 
 
 @register_method("dlrt")
