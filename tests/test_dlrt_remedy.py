@@ -65,7 +65,8 @@ def test_optimizer_state_has_the_cores_shape_after_every_basis_change_with_the_d
     model = method.prepare(model, torch.Generator().manual_seed(0))
     method.before_training(model, SimpleNamespace(steps_per_epoch=3))  # type: ignore[arg-type]
     lr = 0.05 if optimizer == "sgd" else 0.01
-    opt = method.make_optimizer(model, SimpleNamespace(**{**vars(SGD), "optimizer": optimizer, "lr": lr, "momentum": 0.9}))
+    training = SimpleNamespace(**{**vars(SGD), "optimizer": optimizer, "lr": lr, "momentum": 0.9})
+    opt = method.make_optimizer(model, training)
     layers = method.tucker_layers(model)
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
     shapes = set()
