@@ -186,7 +186,7 @@ def test_the_checkpoint_holds_the_whole_state_and_the_method_state_survives(tmp_
 
     state = load_checkpoint(checkpoint_path(tmp_path / "b", run_id(config)), run_id(config))
     assert state.format == FORMAT and state.epochs_done == 1 and len(state.rows) == 1
-    assert state.method == {"steps": 15, "phase": 0}  # 1000 images / 64 = 15 steps; the epoch closed the cycle
+    assert state.method == {"steps": 15, "phase": 0, "warmup": 40}  # 1000 images / 64 = 15 steps; cycle closed
     assert set(state.rng) == {"torch", "cuda", "loop", "python", "numpy"}
     assert state.optimizer["state"] and all("momentum_buffer" in s for s in state.optimizer["state"].values())
     assert any(k.endswith(".core") for k in state.model)
