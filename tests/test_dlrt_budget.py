@@ -158,7 +158,7 @@ def test_capped_d2_step_equals_the_literal_capped_matrix_dlrt_step():
 
 
 def test_changed_defaults_keep_stored_runs_ids_and_read_back_as_they_ran():
-    """memory_budget 1 and a one-epoch tau warm-up became the defaults after runs were stored without them
+    """memory_budget 1 and a 500-batch tau warm-up became the defaults after runs were stored without them
     (harness.config.changed_default): a stored run's identity does not name them, and it reads back unbounded and
     without a warm-up, as it ran; a run at the new defaults names them and so has an id of its own."""
     from harness.config import identity_dump, stored_settings
@@ -168,28 +168,29 @@ def test_changed_defaults_keep_stored_runs_ids_and_read_back_as_they_ran():
     from tests.conftest import tiny_suite
 
     p = TDLRTMethod().params
-    assert p.memory_budget == 1.0 and p.tau_warmup_epochs == 1.0
+    assert p.memory_budget == 1.0 and p.tau_warmup == 500 and p.tau_warmup_epochs == 0
     now = identity_dump(p)
-    assert now["memory_budget"] == 1.0 and now["tau_warmup_epochs"] == 1.0
-    pinned = identity_dump(TDLRTMethod({"memory_budget": None, "tau_warmup_epochs": 0}).params)
-    assert "memory_budget" not in pinned and "tau_warmup_epochs" not in pinned
+    assert now["memory_budget"] == 1.0 and now["tau_warmup"] == 500 and "tau_warmup_epochs" not in now
+    pinned = identity_dump(TDLRTMethod({"memory_budget": None, "tau_warmup": 0}).params)
+    assert "memory_budget" not in pinned and "tau_warmup" not in pinned
     back = stored_settings(DLRTParams, pinned)
-    assert back.memory_budget is None and back.tau_warmup_epochs == 0
+    assert back.memory_budget is None and back.tau_warmup == 0
     assert stored_settings(DLRTParams, now) == p
-    assert TDLRTMethod({"tau_warmup": 100}).params.tau_warmup_epochs == 0  # batches replace the epochs default
+    in_epochs = TDLRTMethod({"tau_warmup_epochs": 1}).params  # epochs replace the default in batches
+    assert in_epochs.tau_warmup == 0 and "tau_warmup" not in identity_dump(in_epochs)
     with pytest.raises(ValueError, match="one of them"):
         TDLRTMethod({"tau_warmup": 100, "tau_warmup_epochs": 1})
     for bad in ({"memory_budget": 0}, {"memory_budget": -1.0}, {"tau_warmup_epochs": -1}):
         with pytest.raises(ValueError):
             TDLRTMethod(bad)
-    entries = [{"name": "tdlrt", "params": {"memory_budget": None, "tau_warmup_epochs": 0}}, "tdlrt"]
+    entries = [{"name": "tdlrt", "params": {"memory_budget": None, "tau_warmup": 0}}, "tdlrt"]
     old, new = expand(parse_suite(tiny_suite(methods=entries)))
     assert old.id != new.id and "memory_budget" not in old.config["params"]
     for run, bounded in ((old, False), (new, True)):
         method, model, _ = build(run.config, torch.device("cpu"))
         conv2 = next(m for m in model.modules() if getattr(m, "structure", "") == "conv_tucker")
         assert (conv2.a_max[:2] != conv2.n[:2]) == bounded
-        assert method.params.tau_warmup_epochs == (1.0 if bounded else 0.0)
+        assert method.params.tau_warmup == (500 if bounded else 0)
 
 
 def test_caps_of_a_layer_follow_its_method_parameters():

@@ -70,19 +70,19 @@ class DLRTParams(BaseModel):
         json_schema_extra=WHEN_SET,
     )
     tau_warmup: int = Field(
-        0,
+        500,
         ge=0,
-        description="batches over which tau rises linearly from 0 to its value (0: none; when set, in place of "
-        "tau_warmup_epochs)",
-        json_schema_extra=WHEN_SET,
+        description="batches over which tau rises linearly from 0 to its value, counted from the run's first batch: "
+        "the first truncations then do not judge a spectrum that momentum has inflated along a few directions "
+        "(the rank-collapse remedy, docs/methods.md). Default 500; 0: none (the default of runs stored before "
+        "2026-12-03)",
+        json_schema_extra=changed_default(0),
     )
     tau_warmup_epochs: float = Field(
-        1.0,
+        0.0,
         ge=0,
-        description="epochs over which tau rises linearly from 0 to its value, so that the first truncations do not "
-        "judge a spectrum momentum has not yet shaped (the rank-collapse remedy, docs/methods.md). Default 1; 0: "
-        "none (the default of runs stored before 2026-12-03)",
-        json_schema_extra=changed_default(0.0),
+        description="the warm-up in epochs instead (in place of tau_warmup; 0: tau_warmup applies)",
+        json_schema_extra=WHEN_SET,
     )
     frobenius_decay: float | None = Field(
         None,
@@ -96,13 +96,13 @@ class DLRTParams(BaseModel):
 
     @model_validator(mode="after")
     def _one_warmup(self) -> DLRTParams:
-        if self.tau_warmup and self.tau_warmup_epochs:
-            if "tau_warmup_epochs" in self.model_fields_set:
+        if self.tau_warmup_epochs and self.tau_warmup:
+            if "tau_warmup" in self.model_fields_set:
                 raise ValueError(
                     f"tau_warmup ({self.tau_warmup} batches) and tau_warmup_epochs ({self.tau_warmup_epochs:g}) both "
                     "set: give the warm-up in one of them"
                 )
-            self.tau_warmup_epochs = 0.0  # a warm-up in batches replaces the default one in epochs
+            self.tau_warmup = 0  # a warm-up in epochs replaces the default one in batches
         return self
 
     @field_validator("r_max", "initial_rank")
@@ -127,7 +127,7 @@ class _DLRTBase(Method):
         self._layers: list[DLRTLayer] = []
         self._layers_of: int | None = None
         self._steps = 0  # batches taken (tau warm-up)
-        self._warmup = self.params.tau_warmup  # batches of tau's warm-up (set from tau_warmup_epochs at the start)
+        self._warmup = self.params.tau_warmup  # batches of tau's warm-up (from tau_warmup_epochs at the run's start)
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def layer_config(self, module: nn.Module) -> tuple[list[int], list[bool], list[int], list[int], list[int]]:
@@ -184,7 +184,7 @@ class _DLRTBase(Method):
     def before_training(self, model: nn.Module, session: Session) -> None:
         """Learns the epoch's length: ``tau_warmup_epochs`` in batches."""
         p: DLRTParams = self.params  # type: ignore[assignment]
-        if not p.tau_warmup:
+        if p.tau_warmup_epochs:
             self._warmup = round(p.tau_warmup_epochs * session.steps_per_epoch)
 
     def make_optimizer(self, model: nn.Module, training: Any) -> torch.optim.Optimizer:
