@@ -159,3 +159,30 @@ def test_a_seeded_run_that_collapsed_with_the_earlier_defaults_keeps_its_ranks_w
         torch.set_num_threads(threads)
     assert before["ranks"]["3"][:2] == [2, 2] and before["final_acc"] < 0.5
     assert min(after["ranks"]["3"][:2]) > 2 and after["final_acc"] > 0.9
+
+
+def test_a_float32_gram_that_does_not_converge_is_decomposed_in_float64(monkeypatch):
+    """LAPACK's float32 eigh can fail to converge on an augmented core's Gram matrix (seen in a periodic LeNet5
+    run); the truncation then decomposes it in float64 and gives the float64 result."""
+    core = _spectrum_core(12, 40, [10.0, 7.0, 5.0, 2.0, 1.0, 0.5], torch.float64).reshape(12, 8, 5)
+    thr = 0.1 * float(torch.linalg.vector_norm(core))
+    args = ([True, True, False], [1, 1, 5], [12, 8, 5])
+    expected = truncation_projections(core.float(), thr, *args)  # the float32 path, converging
+    eigh = torch.linalg.eigh
+    seen: list[torch.dtype] = []
+
+    def fails_in_float32(a: torch.Tensor):
+        seen.append(a.dtype)
+        if a.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return eigh(a)
+
+    monkeypatch.setattr(torch.linalg, "eigh", fails_in_float32)
+    got = truncation_projections(core.float(), thr, *args)
+    assert torch.float32 in seen and torch.float64 in seen
+    for k in (0, 1):
+        assert got[k].dtype == torch.float32 and got[k].shape == expected[k].shape
+        assert torch.allclose(got[k] @ got[k].T, expected[k] @ expected[k].T, atol=1e-4)
+    with pytest.raises(torch.linalg.LinAlgError):  # float64 failing too is not hidden
+        monkeypatch.setattr(torch.linalg, "eigh", lambda a: (_ for _ in ()).throw(torch.linalg.LinAlgError("x")))
+        truncation_projections(core, thr, *args)

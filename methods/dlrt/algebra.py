@@ -62,9 +62,15 @@ def gram_dtype(m: torch.Tensor, tolerance: float) -> torch.dtype:
 
 def gram_left_singular(m: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Left singular vectors (all ``m.shape[0]``) and singular values (descending) of ``m`` from the
-    eigen-decomposition of its Gram matrix ``m m^T`` in ``dtype``."""
+    eigen-decomposition of its Gram matrix ``m m^T`` in ``dtype``; in float64 where LAPACK's float32 solver does
+    not converge (it can fail on the many repeated zero eigenvalues of a padded, augmented core)."""
     md = m.to(dtype)
-    evals, evecs = torch.linalg.eigh(md @ md.T)
+    try:
+        evals, evecs = torch.linalg.eigh(md @ md.T)
+    except torch.linalg.LinAlgError:
+        if dtype == torch.float64:
+            raise
+        return gram_left_singular(m, torch.float64)
     s = evals.flip(0).clamp_min(0).sqrt().to(m.dtype)
     return evecs.flip(1).to(m.dtype).contiguous(), s
 
