@@ -212,7 +212,12 @@ class Loop:
                     x = crop_flip(x, gen)
                 batch = (batch_layout(x, self.channels_last), self.data.train_y[idx])
                 with self.precision.autocast():
-                    total += self.method.train_step(model, optimizer, batch, self.loss_fn)
+                    try:
+                        total += self.method.train_step(model, optimizer, batch, self.loss_fn)
+                    except (RuntimeError, ValueError) as exc:  # a step that fails on NaN/inf (e.g. an eigh)
+                        if isinstance(exc, DivergedError) or all_finite_state(model):
+                            raise
+                        raise DivergedError(_diverged_parameters(epoch, s, t, exc)) from exc
             if self.precision.scaling and not self.precision.scaled_backwards:
                 raise UnscaledStepError(_unscaled(self.method.name))
             if (s + 1) % self.check_every == 0 and not torch.isfinite(total):
@@ -472,6 +477,20 @@ def _unscaled(method: str) -> str:
         f"precision fp16 needs the loss scaled, and method {method!r} takes its backward pass or optimizer step "
         "without self.precision (harness.Method.precision: backward(loss), step(optimizer)); use precision bf16, "
         "or have the method's train_step call them"
+    )
+
+
+def all_finite_state(model: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of ``model`` is finite."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return all(bool(torch.isfinite(x).all()) for x in tensors if x.is_floating_point())
+
+
+def _diverged_parameters(epoch: int, step: int, training: Training, exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return (
+        f"parameters became NaN/inf in epoch {epoch + 1} at step {step + 1} (lr {training.lr}), and the method's "
+        f"step failed on them ({type(exc).__name__}: {first}); lower the learning rate or add warmup"
     )
 
 

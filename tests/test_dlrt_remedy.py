@@ -186,3 +186,17 @@ def test_a_float32_gram_that_does_not_converge_is_decomposed_in_float64(monkeypa
     with pytest.raises(torch.linalg.LinAlgError):  # float64 failing too is not hidden
         monkeypatch.setattr(torch.linalg, "eigh", lambda a: (_ for _ in ()).throw(torch.linalg.LinAlgError("x")))
         truncation_projections(core, thr, *args)
+
+
+def test_a_step_that_fails_on_diverged_parameters_is_recorded_as_divergence():
+    """At lr 1e3 TDLRT's core becomes NaN within a few steps and its truncation's eigh raises before the loop's
+    periodic loss check: the run ends with DivergedError (a diverged run, with the cause), not a linalg traceback."""
+    from harness.suite import expand, parse_suite
+    from harness.train import DivergedError, train_run
+    from tests.conftest import tiny_suite
+
+    entry = {"name": "tdlrt", "params": {"tau_warmup": 0}}
+    suite = parse_suite(tiny_suite(methods=[entry], training={"epochs": 1, "lr": 1e3, "batch_size": 64}))
+    (run,) = expand(suite)
+    with pytest.raises(DivergedError, match=r"parameters became NaN/inf in epoch 1 .*lower the learning rate"):
+        train_run(run.config, device="cpu")
