@@ -6,6 +6,7 @@ epochs counted from 1 (:func:`harness.units.shown`); the store itself keeps frac
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -85,7 +86,29 @@ def runs_frame(store: Store) -> pd.DataFrame:
     (:data:`harness.config.WHEN_SET`) that some runs set shows its default on the runs that do not."""
     runs = store.runs()
     labels = run_labels(runs)
-    return with_when_set_defaults(pd.DataFrame([flatten_run(r, labels[r["id"]]) for r in runs]))
+    rows = [flatten_run(r, labels[r["id"]]) for r in runs]
+    for row, init in zip(rows, seed_matched_sources(runs), strict=True):
+        if init is not None:
+            row["initialization"] = init
+    return with_when_set_defaults(pd.DataFrame(rows))
+
+
+def seed_matched_sources(runs: list[dict[str, Any]]) -> list[str | None]:
+    """Per run, the initialization label of a run that starts from the same seed's run of a stored setting (a
+    pretrained grid: each seed's runs start from that seed's dense run), ``decompose@setting:1a2b3c4d`` with the
+    source's configuration hashed without its seed, so that its seeds form one group; None for the others (they
+    keep :func:`harness.config.initialization_label`)."""
+    by_id = {r["id"]: r["config"] for r in runs}
+    out: list[str | None] = []
+    for r in runs:
+        c = r["config"]
+        source = by_id.get((c.get("pretrained") or {}).get("run", ""))
+        if source is None or source.get("seed") != c.get("seed"):
+            out.append(None)
+            continue
+        setting = json.dumps({k: v for k, v in source.items() if k != "seed"}, sort_keys=True)
+        out.append(f"{c['initialization']}@setting:{hashlib.sha256(setting.encode()).hexdigest()[:8]}")
+    return out
 
 
 def with_when_set_defaults(frame: pd.DataFrame) -> pd.DataFrame:
