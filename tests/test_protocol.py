@@ -300,9 +300,12 @@ def test_killing_a_tuning_grid_and_rerunning_trains_no_trial_twice(write_suite, 
     first = {r["id"]: r for r in Store(tmp_path / "r").runs() if r["status"] == "done"}
     assert 2 <= len(first) < 10
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+    # exit 1 only where a trial diverged (matrix at the top of the lr range may, depending on the thread count)
     runs = Store(tmp_path / "r").runs()
-    assert len(runs) == 10 and all(r["status"] == "done" for r in runs)
+    failed = [r for r in runs if r["status"] == "failed"]
+    assert res.returncode == (1 if failed else 0), res.stdout + res.stderr
+    assert all("DivergedError" in (r["error"] or "") and "trial" in r["config"] for r in failed)
+    assert len(runs) == 10 and all(r["status"] in ("done", "failed") for r in runs)
     for r in runs:
         if r["id"] in first:
             assert r["attempts"] == 1 and r["finished"] == first[r["id"]]["finished"]
