@@ -14,18 +14,10 @@ from torch import nn
 from harness.models import create_model
 from harness.precision import Precision
 from harness_methods.dlrt import DLRTMethod, TDLRTMethod
-from tests.test_tdlrt import CASES, captured, make_layer, sample_input
+from tests.test_tdlrt import CASES, captured, make_layer, one_thread, sample_input  # noqa: F401 (one_thread: autouse)
 
 SGD = SimpleNamespace(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=False, weight_decay=0.0)
 FLOAT32_ORTHO = 1e-5  # max |U^T U - I| over the entries: float32 round-off of a QR (eps 1.2e-7) times a small factor
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def ortho_max(u: torch.Tensor) -> float:
