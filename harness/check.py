@@ -2,8 +2,11 @@
 
 A baseline is a JSON file::
 
-    {"suite": "smoke", "tolerance": {"final_acc": 0.01, "compression": 1e-06},
+    {"suite": "smoke", "tolerance": {"final_acc": 0.01, "compression": 1e-06}, "threads": 2,
      "runs": {"<run label>": {"id": "...", "final_acc": 0.91, "compression": 0.0}, ...}}
+
+``threads`` is the torch thread count the baseline was trained with: a check trains with it again, since
+floating-point sums differ with the thread count and a rank-adaptive run's ranks (and compression) follow them.
 
 Runs are matched by their full label (dataset/model/method[params]/initialization/seed, see
 :func:`harness.config.run_label`), so a change to a default that alters run ids still compares like with like;
@@ -50,13 +53,13 @@ def _key(label: str) -> str:
     return label.replace(", ", ",")
 
 
-def snapshot(suite_name: str, runs: list[dict[str, Any]], tolerance: dict[str, float]) -> dict[str, Any]:
-    """The baseline document for finished runs."""
+def snapshot(suite_name: str, runs: list[dict[str, Any]], tolerance: dict[str, float], threads: int) -> dict[str, Any]:
+    """The baseline document for finished runs trained with ``threads`` torch threads."""
     out = {}
     for r in sorted(runs, key=lambda r: run_label(r["config"])):
         m = r["metrics"] or {}
         out[run_label(r["config"])] = {"id": r["id"], **{k: m.get(k) for k in tolerance}}
-    return {"suite": suite_name, "tolerance": tolerance, "runs": out}
+    return {"suite": suite_name, "tolerance": tolerance, "threads": threads, "runs": out}
 
 
 def compare(baseline: dict[str, Any], runs: list[dict[str, Any]]) -> list[Difference]:

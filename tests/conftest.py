@@ -36,6 +36,30 @@ def require_real_mnist() -> None:
     pytest.skip(message)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, pin each worker (and the processes it starts) to its own block of the CPUs, so that
+    parallel workers do not oversubscribe the cores: torch's thread pools follow the affinity mask."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not (worker and count and hasattr(os, "sched_setaffinity")):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    per_worker = len(cpus) // int(count)
+    if per_worker < 1:
+        return
+    index = int(worker.removeprefix("gw"))
+    os.sched_setaffinity(0, cpus[index * per_worker : (index + 1) * per_worker])
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Every test leaves torch's thread count as it found it (the CLI run in this process sets it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def write_suite(tmp_path):
     """Write a suite dict to a YAML file and return its path."""

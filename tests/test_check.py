@@ -14,7 +14,7 @@ def test_check_passes_unchanged_and_fails_naming_run_and_metric(tmp_path, write_
     assert res.returncode == 2 and "create it with --update" in res.stderr
     assert cli("check", str(path), "--against", str(base), "--update").returncode == 0
     doc = json.loads(base.read_text())
-    assert len(doc["runs"]) == 2 and doc["tolerance"]["final_acc"] == 0.01
+    assert len(doc["runs"]) == 2 and doc["tolerance"]["final_acc"] == 0.01 and doc["threads"] >= 1
     res = cli("check", str(path), "--against", str(base))
     assert res.returncode == 0 and "check passed: 2 runs" in res.stdout
 
@@ -38,8 +38,19 @@ def test_check_reports_runs_missing_from_baseline(tmp_path, write_suite):
     assert res.returncode == 1 and "s5: not in the baseline" in res.stderr
 
 
+def test_check_trains_with_the_threads_the_baseline_was_written_with(tmp_path, write_suite):
+    """A baseline records its torch thread count; a check trains with it again unless --threads says otherwise."""
+    base, path = tmp_path / "b.json", write_suite(tiny_suite())
+    res = cli("check", str(path), "--against", str(base), "--update", "--threads", "1")
+    assert res.returncode == 0 and json.loads(base.read_text())["threads"] == 1
+    res = cli("check", str(path), "--against", str(base))
+    assert res.returncode == 0 and "with 1 torch thread(s)" in res.stdout
+    res = cli("check", str(path), "--against", str(base), "--threads", "2")
+    assert "with 2 torch thread(s)" in res.stdout
+
+
 def test_smoke_suite_matches_committed_baseline():
-    """In a fresh process, as CI runs it (torch's thread settings are the interpreter's own)."""
+    """In a fresh process, as CI runs it, with the baseline's thread count (2: it was written on two cores)."""
     res = run_cli(
         "check",
         str(ROOT / "suites" / "smoke.yaml"),

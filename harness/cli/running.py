@@ -337,6 +337,13 @@ def checkpoint_note(store: Store, ids: list[str], keep: bool) -> str:
     )
 
 
+def torch_threads() -> int:
+    """The number of threads torch uses in this process."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def mib(n: int) -> str:
     """Bytes in MiB, for the output."""
     return f"{n / 2**20:.1f} MiB"
@@ -412,6 +419,14 @@ def check(
         ),
     ] = None,
     data_root: DataRoot = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Torch threads (default: the baseline's, else torch's own). A rank-adaptive run's ranks follow "
+            "the thread count's rounding, so a baseline is checked at the count it was written with.",
+        ),
+    ] = None,
 ) -> None:
     """Train a seeded suite and fail with a readable diff when accuracy or compression moved beyond tolerance."""
     import tempfile
@@ -435,6 +450,7 @@ def check(
             tol[key.strip()] = float(value)
         except ValueError:
             fail(f"--tolerance takes METRIC=NUMBER, got {item!r}")
+    threads = threads or (baseline or {}).get("threads") or torch_threads()
     runs = expand(s)
     if results is not None and is_published(results):  # check trains every run again: never a published store
         fail(write_refusal(results, "harness check", "another --results (default: a temporary directory)", False))
@@ -444,13 +460,13 @@ def check(
         require_sources(s, store, {r.id for r in runs})
         stage_sources(s, store)
         p = plan(store, s.name, runs, force=True)
-        console.print(f"check {s.name}: training {len(p.todo)} runs", highlight=False)
+        console.print(f"check {s.name}: training {len(p.todo)} runs with {threads} torch thread(s)", highlight=False)
         # one after another, the runs that start from a trained model last (their sources are runs of no source)
         todo = sorted(p.todo, key=lambda r: source_run(r.config) is not None)
-        run_local(store, todo, Reporter(), Options(data_root=data_root, device="cpu"))
+        run_local(store, todo, Reporter(), Options(data_root=data_root, device="cpu", threads=threads))
         stored = store.runs([r.id for r in runs])
     if update:
-        write_baseline(against, snapshot(s.name, stored, tol))
+        write_baseline(against, snapshot(s.name, stored, tol, threads))
         console.print(f"baseline written: {against} ({len(stored)} runs)", highlight=False)
         return
     diffs = compare({**(baseline or {}), "tolerance": tol}, stored)
