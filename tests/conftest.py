@@ -61,6 +61,15 @@ def _torch_threads_restored():
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for this test (small workloads run faster so, and a CPU shared with other jobs far faster;
+    the count is restored after the test)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
 def write_suite(tmp_path):
     """Write a suite dict to a YAML file and return its path."""
 

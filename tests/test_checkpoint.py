@@ -164,14 +164,6 @@ def config_of(method: dict[str, Any], epochs: int = 3) -> dict[str, Any]:
     return run.config
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_the_checkpoint_holds_the_whole_state_and_the_method_state_survives(tmp_path, one_thread):
     """DLRT with the amortized schedule and a tau warm-up: its step count and phase are in the checkpoint; the
     resumed run ends as the whole one (rows, model file)."""

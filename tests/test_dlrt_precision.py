@@ -14,7 +14,9 @@ from torch import nn
 from harness.models import create_model
 from harness.precision import Precision
 from harness_methods.dlrt import DLRTMethod, TDLRTMethod
-from tests.test_tdlrt import CASES, captured, make_layer, one_thread, sample_input  # noqa: F401 (one_thread: autouse)
+from tests.test_tdlrt import CASES, captured, make_layer, sample_input
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SGD = SimpleNamespace(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=False, weight_decay=0.0)
 FLOAT32_ORTHO = 1e-5  # max |U^T U - I| over the entries: float32 round-off of a QR (eps 1.2e-7) times a small factor

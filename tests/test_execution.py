@@ -50,8 +50,7 @@ def run(method: str | dict, **training) -> dict:
 
 
 @pytest.mark.parametrize("method", ["full", {"name": "tdlrt", "params": {"tau": 0.15}}])
-def test_channels_last_trains_as_the_default_layout_does_and_is_recorded(method):
-    torch.set_num_threads(1)
+def test_channels_last_trains_as_the_default_layout_does_and_is_recorded(method, one_thread):
     plain, nhwc = run(method), run(method, channels_last=True)
     assert nhwc["channels_last"] is True and plain["channels_last"] is False
     assert nhwc["final_train_loss"] == pytest.approx(plain["final_train_loss"], abs=0.02)
@@ -68,9 +67,8 @@ def test_a_method_whose_shapes_change_runs_eagerly_with_a_recorded_note():
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile needs cc")
 @pytest.mark.parametrize("method", ["full", {"name": "tucker", "params": {"compression": 0.9}}])
-def test_compiled_forward_trains_as_the_eager_one(method):
+def test_compiled_forward_trains_as_the_eager_one(method, one_thread):
     """torch.compile on the CPU (inductor, a C++ compiler): 20-40 s per run on 2 cores."""
-    torch.set_num_threads(1)
     eager, compiled = run(method), run(method, compile=True)
     assert compiled["compiled"] is True and "notes" not in compiled
     assert compiled["final_train_loss"] == pytest.approx(eager["final_train_loss"], abs=0.01)

@@ -24,14 +24,7 @@ from harness_methods.dlrt import (
 )
 from tests.conftest import tiny_suite
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These small workloads run faster on one thread, and far faster on a CPU shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SGD = SimpleNamespace(optimizer="sgd", lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0)
