@@ -15,15 +15,7 @@ from torch import nn
 from harness.config import Validation
 from harness.data import load_tensors
 from harness.store import Store
-from harness.train import build
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
-    model.eval()
-    with torch.no_grad():
-        return sum(
-            (model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item() for i in range(0, len(x), batch)
-        ) / len(x)
+from harness.train import build, evaluate
 
 
 def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batch: int = 250) -> None:
@@ -61,9 +53,9 @@ def main() -> None:
             validation=Validation(**config["validation"]),
         )
         _, model, _ = build(config, torch.device("cpu"), store.dir)
-        start = accuracy(model, data.test_x, data.test_y)
+        start = evaluate(model, data.test_x, data.test_y, 500)[0]
         reestimate_batchnorm(model, data.train_x[: args.images])
-        after = accuracy(model, data.test_x, data.test_y)
+        after = evaluate(model, data.test_x, data.test_y, 500)[0]
         print(f"{name:8s} start {start:.2%}  after re-estimating BatchNorm statistics {after:.2%}")
 
 
